@@ -1,0 +1,94 @@
+"""Composition root: builds one worker's services from the settings and serves sessions.
+
+The only module that wires keyhsm, store, policy and operations together for the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from kmip.core.enums import ResultReason
+
+from .config import Settings
+from .keyhsm import KeyHsm, TokenSettings
+from .operations.context import Services
+from .operations.dispatch import handle_message
+from .policy import Policy, identity_from_certificate
+from .policy.identity import Identity, IdentityError
+from .protocol import messages, ttlv
+from .protocol.errors import KmipError
+from .store import Store
+from .store.migrate import pending
+
+log = logging.getLogger("kmip_bridge.app")
+
+
+def token_settings(settings: Settings) -> TokenSettings:
+    k = settings.keyhsm
+    return TokenSettings(
+        module=k.module,
+        token_label=k.token_label,
+        pin=k.read_pin(),
+        softhsm2_conf=str(k.softhsm2_conf) if k.softhsm2_conf else None,
+        lock_file=str(k.lock_file) if k.lock_file else str(settings.instance_dir / "token.lock"),
+        session_pool_size=k.session_pool_size,
+    )
+
+
+def open_keyhsm(settings: Settings) -> KeyHsm:
+    return KeyHsm(
+        token_settings(settings),
+        kek_name=settings.keyhsm.kek,
+        kek_refresh_seconds=settings.keyhsm.kek_refresh_seconds,
+    )
+
+
+class Session:
+    def __init__(self, app: App, identity: Identity | None, refusal: str, peer: str) -> None:
+        self._app = app
+        self._identity = identity
+        self._refusal = refusal
+        self._peer = peer
+
+    def handle(self, data: bytes) -> bytes:
+        if self._identity is None:
+            message = ttlv.decode(data, self._app.limits)
+            error = KmipError(ResultReason.PERMISSION_DENIED, self._refusal)
+            return messages.error_response(messages.peek_version(message), error)
+        return handle_message(self._app.services, self._identity, self._peer, data, self._app.limits)
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.limits = ttlv.Limits()
+        store = Store(settings.database.url, settings.database.pool_size)
+        try:
+            store.ping()
+            if pending(store.engine):
+                raise RuntimeError(
+                    "database schema is not current: run 'kmip-bridge db upgrade --config FILE'"
+                )
+            keyhsm = open_keyhsm(settings)
+            keyhsm.check()
+            keyhsm.current_kek()
+        except Exception:
+            store.close()
+            raise
+        self.services = Services(
+            keyhsm=keyhsm, store=store, policy=Policy(admin_group=settings.policy.admin_group)
+        )
+        log.info("worker ready", extra={"pid": os.getpid()})
+
+    def open_session(self, peer_cert_der: bytes, peer: str) -> Session:
+        try:
+            identity = identity_from_certificate(peer_cert_der)
+        except (IdentityError, ValueError) as exc:
+            log.info("client refused", extra={"peer": peer, "reason": str(exc)})
+            return Session(self, None, f"client certificate refused: {exc}", peer)
+        return Session(self, identity, "", peer)
+
+    def close(self) -> None:
+        self.services.keyhsm.close()
+        self.services.store.close()

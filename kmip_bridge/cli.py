@@ -1,0 +1,171 @@
+"""Command line: kmip-bridge init | serve | certs | keyhsm | db."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import logs
+from .config import KEK_KINDS, ConfigError, Settings, load
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="server.yaml (default: $KMIP_BRIDGE_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kmip-bridge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("init", help="create (or complete) a self-contained instance in DIR")
+    p.add_argument("--dir", required=True, type=Path)
+    p.add_argument("--port", type=int, default=5696)
+    p.add_argument("--database-url")
+    p.add_argument("--kek-kind", choices=KEK_KINDS, default="aes-kwp")
+
+    p = sub.add_parser("serve", help="run the KMIP server in the foreground")
+    _config_arg(p)
+    p.add_argument("--port", type=int, help="override server.port")
+
+    p = sub.add_parser("certs", help="issue certificates from the instance's dev CA")
+    certs = p.add_subparsers(dest="certs_command", required=True)
+    c = certs.add_parser("client", help="issue a client certificate and pykmip.conf")
+    c.add_argument("name")
+    c.add_argument("--group", action="append", default=[], help="group (certificate OU); repeatable")
+    _config_arg(c)
+
+    p = sub.add_parser("keyhsm", help="key-encryption keys on the token")
+    kh = p.add_subparsers(dest="keyhsm_command", required=True)
+    c = kh.add_parser("list", help="one line per KEK: label, kind, state, objects under it")
+    _config_arg(c)
+    c = kh.add_parser("create", help="create KEK NAME (version 1)")
+    c.add_argument("name")
+    c.add_argument("--kind", choices=KEK_KINDS)
+    _config_arg(c)
+    c = kh.add_parser("rotate", help="create the next version of KEK NAME; new objects use it")
+    c.add_argument("name", nargs="?")
+    _config_arg(c)
+    c = kh.add_parser("revoke", help="destroy KEK LABEL (NAME-vN, or NAME for every version)")
+    c.add_argument("label")
+    _config_arg(c)
+
+    p = sub.add_parser("db", help="database maintenance")
+    db = p.add_subparsers(dest="db_command", required=True)
+    c = db.add_parser("upgrade", help="apply schema migrations")
+    _config_arg(c)
+    return parser
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .instance import init_instance
+
+    settings = init_instance(args.dir, args.port, args.database_url, args.kek_kind)
+    print(f"instance ready: {settings.path}")
+    print(f"admin client:   {settings.instance_dir / 'clients' / 'admin' / 'pykmip.conf'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load(args.config, port=args.port)
+    logs.setup(settings.logging.level, settings.logging.format)
+    from .app import App
+    from .server.connection import Limits
+    from .server.master import ServeOptions, serve
+    from .server.tls import server_context
+
+    s = settings.server
+    opts = ServeOptions(
+        host=s.host,
+        port=s.port,
+        workers=s.workers,
+        limits=Limits(s.max_message_size, s.idle_timeout, s.read_timeout),
+        max_connections=s.max_connections,
+        drain_timeout=s.drain_timeout,
+    )
+    tls = server_context(settings.tls.ca, settings.tls.cert, settings.tls.key, settings.tls.min_version)
+    return serve(opts, tls, lambda: App(settings))
+
+
+def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
+    from .instance import ensure_client
+
+    print(ensure_client(settings, args.name, tuple(args.group)))
+    return 0
+
+
+def cmd_keyhsm(args: argparse.Namespace, settings: Settings) -> int:
+    from .app import open_keyhsm
+    from .store import Store
+
+    hsm = open_keyhsm(settings)
+    try:
+        if args.keyhsm_command == "list":
+            store = Store(settings.database.url, pool_size=1)
+            try:
+                counts = store.count_by_kek()
+            finally:
+                store.close()
+            keks = hsm.list_keks()
+            current = {}
+            for k in keks:
+                if k.version > current.get(k.name, 0):
+                    current[k.name] = k.version
+            on_token = set()
+            for k in sorted(keks, key=lambda k: (k.name, k.version)):
+                on_token.add(k.label)
+                state = "current" if current[k.name] == k.version else "retired"
+                print(f"{k.label} {k.kind} {state} {counts.get(k.label, 0)}")
+            for label in sorted(set(counts) - on_token):
+                print(f"{label} - revoked {counts[label]}")
+        elif args.keyhsm_command == "create":
+            kek = hsm.create_kek(args.name, args.kind or settings.keyhsm.kek_kind)
+            print(f"{kek.label} {kek.kind} created")
+        elif args.keyhsm_command == "rotate":
+            kek = hsm.rotate_kek(args.name or settings.keyhsm.kek)
+            print(f"{kek.label} {kek.kind} created; new objects use it")
+        elif args.keyhsm_command == "revoke":
+            for label in hsm.revoke_kek(args.label):
+                print(f"{label} destroyed on the token; objects under it are irretrievable")
+    finally:
+        hsm.close()
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from .store import Store
+    from .store.migrate import upgrade
+
+    store = Store(settings.database.url, pool_size=1)
+    try:
+        upgrade(store.engine)
+    finally:
+        store.close()
+    print("database schema is current")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "init":
+            return cmd_init(args)
+        if args.command == "serve":
+            return cmd_serve(args)
+        settings = load(args.config)
+        handler = {"certs": cmd_certs, "keyhsm": cmd_keyhsm, "db": cmd_db}[args.command]
+        return handler(args, settings)
+    except ConfigError as exc:
+        print(f"kmip-bridge: config error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from .keyhsm import KeyHsmError
+
+        if isinstance(exc, (KeyHsmError, RuntimeError, OSError)):
+            print(f"kmip-bridge: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

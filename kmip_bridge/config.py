@@ -1,0 +1,229 @@
+"""Typed settings built once from YAML; every error names the key and what to fix.
+
+Relative paths resolve against the config file's folder. ``KMIP_BRIDGE_DATABASE_URL`` overrides
+``database.url``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+KEK_KINDS = ("aes-kwp", "rsa-oaep")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 5696
+    workers: int = 0  # 0: one per CPU core
+    max_message_size: int = 1_048_576
+    max_connections: int = 1024
+    idle_timeout: float = 300.0
+    read_timeout: float = 30.0
+    drain_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ca: Path
+    cert: Path
+    key: Path
+    min_version: str = "1.2"
+
+
+@dataclass(frozen=True)
+class KeyHsmSettings:
+    module: str = DEFAULT_MODULE
+    token_label: str = "kmip-bridge"
+    pin_file: Path | None = None
+    pin: str | None = None
+    softhsm2_conf: Path | None = None
+    kek: str = "default"
+    kek_kind: str = "aes-kwp"
+    kek_refresh_seconds: float = 5.0
+    session_pool_size: int = 8
+    lock_file: Path | None = None
+
+    def read_pin(self) -> str:
+        env = os.environ.get("KMIP_BRIDGE_TOKEN_PIN")
+        if env:
+            return env
+        if self.pin_file is not None:
+            try:
+                return self.pin_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"keyhsm.pin_file: cannot read {self.pin_file}: {exc.strerror}"
+                ) from None
+        if self.pin is not None:
+            return self.pin
+        raise ConfigError("keyhsm: set pin_file (or KMIP_BRIDGE_TOKEN_PIN) to the token user PIN")
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+    pool_size: int = 8
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    admin_group: str = "admin"
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    server: ServerSettings
+    tls: TlsSettings
+    keyhsm: KeyHsmSettings
+    database: DatabaseSettings
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+    @property
+    def instance_dir(self) -> Path:
+        return self.path.parent
+
+
+_PATH_KEYS = {"ca", "cert", "key", "pin_file", "softhsm2_conf", "lock_file"}
+
+
+def _build(cls: type, section: str, raw: Any, base: Path) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{section}: must be a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{section}.{unknown[0]}: unknown key (expected one of: {', '.join(sorted(known))})"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in raw:
+            continue
+        value = raw[name]
+        key = f"{section}.{name}"
+        expected = str(f.type)
+        if name in _PATH_KEYS:
+            if value is None:
+                kwargs[name] = None
+                continue
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{key}: must be a path string")
+            p = Path(value).expanduser()
+            kwargs[name] = p if p.is_absolute() else (base / p)
+        elif expected.startswith("int"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key}: must be an integer, got {value!r}")
+            kwargs[name] = value
+        elif expected.startswith("float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{key}: must be a number, got {value!r}")
+            kwargs[name] = float(value)
+        else:
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{key}: must be a string, got {value!r}")
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        missing = [n for n, f in known.items() if n not in kwargs and _required(f)]
+        if missing:
+            raise ConfigError(f"{section}.{missing[0]}: required") from None
+        raise ConfigError(f"{section}: {exc}") from None
+
+
+def _required(f: Any) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+def _check(settings: Settings) -> None:
+    s = settings.server
+    if not 0 < s.port < 65536:
+        raise ConfigError(f"server.port: {s.port} is not a TCP port (1-65535)")
+    if s.workers < 0:
+        raise ConfigError("server.workers: must be 0 (one per core) or more")
+    if s.max_message_size < 1024:
+        raise ConfigError("server.max_message_size: must be at least 1024 bytes")
+    if s.max_connections < 1:
+        raise ConfigError("server.max_connections: must be at least 1")
+    if settings.tls.min_version not in ("1.2", "1.3"):
+        raise ConfigError("tls.min_version: must be \"1.2\" or \"1.3\"")
+    if settings.keyhsm.kek_kind not in KEK_KINDS:
+        raise ConfigError(f"keyhsm.kek_kind: must be one of {', '.join(KEK_KINDS)}")
+    if settings.logging.format not in ("json", "text"):
+        raise ConfigError("logging.format: must be json or text")
+    if settings.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("logging.level: must be DEBUG, INFO, WARNING or ERROR")
+
+
+def load(path: str | os.PathLike[str] | None = None, port: int | None = None) -> Settings:
+    """Reads and validates a config file (``KMIP_BRIDGE_CONFIG`` when ``path`` is None)."""
+    if path is None:
+        path = os.environ.get("KMIP_BRIDGE_CONFIG")
+        if not path:
+            raise ConfigError("no config: pass --config FILE or set KMIP_BRIDGE_CONFIG")
+    cfg_path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(cfg_path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{cfg_path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{cfg_path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{cfg_path}: must be a YAML mapping of sections")
+    sections = {"server", "tls", "keyhsm", "database", "policy", "logging"}
+    unknown = sorted(set(raw) - sections)
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown section (expected {', '.join(sorted(sections))})")
+    base = cfg_path.parent
+    db_raw = dict(raw.get("database") or {})
+    if os.environ.get("KMIP_BRIDGE_DATABASE_URL"):
+        db_raw["url"] = os.environ["KMIP_BRIDGE_DATABASE_URL"]
+    server = _build(ServerSettings, "server", raw.get("server"), base)
+    if port is not None:
+        server = ServerSettings(**{**server.__dict__, "port": port})
+    settings = Settings(
+        path=cfg_path,
+        server=server,
+        tls=_build(TlsSettings, "tls", raw.get("tls"), base),
+        keyhsm=_build(KeyHsmSettings, "keyhsm", raw.get("keyhsm"), base),
+        database=_build(DatabaseSettings, "database", db_raw, base),
+        policy=_build(PolicySettings, "policy", raw.get("policy"), base),
+        logging=_build(LoggingSettings, "logging", raw.get("logging"), base),
+    )
+    settings = _resolve_sqlite(settings, base)
+    _check(settings)
+    return settings
+
+
+def _resolve_sqlite(settings: Settings, base: Path) -> Settings:
+    """``sqlite:///relative.db`` means relative to the config file, like every other path."""
+    url = settings.database.url
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        url = prefix + str(base / url[len(prefix) :])
+        db = DatabaseSettings(url=url, pool_size=settings.database.pool_size)
+        return Settings(**{**settings.__dict__, "database": db})
+    return settings

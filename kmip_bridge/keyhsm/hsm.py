@@ -1,0 +1,267 @@
+"""KeyHsm: seal/open managed-object material under KEKs on the token, and manage those KEKs.
+
+Other processes (the CLI) may rotate or revoke KEKs while a server runs, so nothing cached here is
+trusted blindly: the current version is re-read after kek_refresh_seconds, and a stale key handle
+leads to a fresh search whose failure, with a working login, means the KEK was destroyed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from pkcs11 import MGF, Attribute, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11e
+from pkcs11.mechanisms import GCMParams
+
+from . import envelope, kek
+from .envelope import Sealed
+from .errors import IntegrityError, KekExists, KekNotFound, KekRevoked, KeyHsmError, TokenUnavailable
+from .kek import AES_KWP, KEK_CLASS, RSA_OAEP, KekInfo
+from .token import PooledSession, TokenConnection, TokenSettings
+
+T = TypeVar("T")
+
+# A handle that no longer names an object: another process destroyed (or re-created) the key.
+_STALE = (
+    p11e.ObjectHandleInvalid,
+    p11e.KeyHandleInvalid,
+    p11e.UnwrappingKeyHandleInvalid,
+    p11e.WrappingKeyHandleInvalid,
+)
+# What the token may report for a tampered or misplaced wrapped DEK. SoftHSM2 says GeneralError for
+# both a GCM tag mismatch and bad OAEP padding (measured), so that one cannot be told apart from a
+# device fault here; it is only mapped to IntegrityError for the unwrap call itself.
+_UNWRAP_FAILED = (
+    p11e.EncryptedDataInvalid,
+    p11e.EncryptedDataLenRange,
+    p11e.DataInvalid,
+    p11e.DataLenRange,
+    p11e.GeneralError,
+    p11e.FunctionFailed,
+)
+# SoftHSM2 implements OAEP with SHA-1/MGF1-SHA-1 only (SHA-256 is ArgumentsBad); both sides must agree.
+_OAEP_SOFTWARE = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+_OAEP_TOKEN = (Mechanism.SHA_1, MGF.SHA1, None)
+
+
+class KeyHsm:
+    def __init__(self, settings: TokenSettings, kek_name: str, kek_refresh_seconds: float = 5.0) -> None:
+        kek.check_name(kek_name)
+        self._kek_name = kek_name
+        self._ttl = kek_refresh_seconds
+        self._current: dict[str, tuple[KekInfo, float]] = {}
+        # label -> (public key, modulus bytes) of rsa-oaep KEKs: wrapping happens in software.
+        self._public: dict[str, tuple[rsa.RSAPublicKey, bytes]] = {}
+        self._token = TokenConnection(settings)
+
+    def __enter__(self) -> KeyHsm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- envelope -------------------------------------------------------------------------------
+
+    def seal(self, object_id: str, material: bytes, context: str = "", kek_name: str | None = None) -> Sealed:
+        name = kek_name or self._kek_name
+        try:
+            return self._seal_under(self.current_kek(name), object_id, material, context)
+        except KekRevoked:
+            # The cached current version was destroyed meanwhile: look again, once.
+            self._current.pop(name, None)
+        return self._seal_under(self.current_kek(name), object_id, material, context)
+
+    def _seal_under(self, info: KekInfo, object_id: str, material: bytes, context: str) -> Sealed:
+        associated = envelope.aad(object_id, info.label, info.kind, context)
+        dek = envelope.new_dek()
+        nonce, ciphertext = envelope.encrypt(dek, material, associated)
+        if info.kind == AES_KWP:
+            wrap_nonce = os.urandom(envelope.NONCE_BYTES)
+            params = GCMParams(wrap_nonce, associated)
+            wrapped = self._on_token(
+                info.label, info.kind, "wrapping a data key",
+                lambda key: key.encrypt(dek, mechanism=Mechanism.AES_GCM, mechanism_param=params),
+            )
+        else:
+            wrap_nonce = b""
+            wrapped = self._rsa_public(info.label).encrypt(dek, _OAEP_SOFTWARE)
+        return Sealed(info.label, info.kind, nonce, ciphertext, wrapped, wrap_nonce)
+
+    def open(self, object_id: str, sealed: Sealed, context: str = "") -> bytes:
+        envelope.validate(sealed)
+        associated = envelope.aad(object_id, sealed.kek_label, sealed.kek_kind, context)
+        if sealed.kek_kind == AES_KWP:
+            mechanism, param = Mechanism.AES_GCM, GCMParams(sealed.wrap_nonce, associated)
+        else:
+            mechanism, param = Mechanism.RSA_PKCS_OAEP, _OAEP_TOKEN
+        dek = self._on_token(
+            sealed.kek_label, sealed.kek_kind, "unwrapping a data key",
+            lambda key: key.decrypt(sealed.wrapped_dek, mechanism=mechanism, mechanism_param=param),
+            unwrap=True,
+        )
+        return envelope.decrypt(dek, sealed, associated)
+
+    def _rsa_public(self, label: str) -> rsa.RSAPublicKey:
+        """The cached public key, after confirming the private half still exists and matches: the
+        software wrap never touches the token, and sealing under a revoked KEK would lose the object."""
+        modulus = self._on_token(label, RSA_OAEP, "checking the KEK", lambda key: key[Attribute.MODULUS])
+        cached = self._public.get(label)
+        if cached is None or cached[1] != modulus:
+            with self._token.session() as ps, self._token.reading():
+                try:
+                    public = kek.find_one(ps.session, label, ObjectClass.PUBLIC_KEY)
+                    n, e = public[Attribute.MODULUS], public[Attribute.PUBLIC_EXPONENT]
+                except p11e.NoSuchKey:
+                    raise KeyHsmError(f"the public half of KEK '{label}' is missing on the token") from None
+                except p11e.PKCS11Error as exc:
+                    raise _unavailable(label, "reading the public key", exc) from None
+            if n != modulus:
+                raise KeyHsmError(f"the public and private halves of KEK '{label}' do not match")
+            key = rsa.RSAPublicNumbers(int.from_bytes(e, "big"), int.from_bytes(n, "big")).public_key()
+            cached = (key, n)
+            self._public[label] = cached
+        return cached[0]
+
+    def _on_token(
+        self, label: str, kind: str, what: str, op: Callable[[Any], T], unwrap: bool = False
+    ) -> T:
+        """op(key) with the KEK's key object on a pooled session; PKCS#11 errors become ours."""
+        try:
+            return self._with_key(label, kind, op, unwrap)
+        except p11e.PKCS11Error as exc:
+            raise _unavailable(label, what, exc) from None
+
+    def _with_key(self, label: str, kind: str, op: Callable[[Any], T], unwrap: bool) -> T:
+        slot = (label, KEK_CLASS[kind])
+        with self._token.session() as ps:
+            for _ in range(2):
+                key = ps.keys.get(slot)
+                if key is None:
+                    key = ps.keys[slot] = self._find(ps, label, kind)
+                try:
+                    return op(key)
+                except _UNWRAP_FAILED:
+                    if not unwrap:
+                        raise
+                    raise IntegrityError(
+                        "the wrapped data key failed its integrity check (tampered with, or moved "
+                        "from another object)"
+                    ) from None
+                except _STALE:
+                    ps.keys.pop(slot, None)  # re-find once
+                except p11e.UserNotLoggedIn:
+                    ps.keys.pop(slot, None)
+                    self._token.ensure_login()
+        raise TokenUnavailable(f"the token keeps invalidating the handle of KEK '{label}'")
+
+    def _find(self, ps: PooledSession, label: str, kind: str) -> Any:
+        try:
+            with self._token.reading():
+                return kek.find_one(ps.session, label, KEK_CLASS[kind])
+        except p11e.NoSuchKey:
+            pass
+        # A process that lost its login cannot see private objects either: "not found" means
+        # "destroyed" only once the login is confirmed (and restored if need be). Not under the
+        # shared lock: logging in again takes the exclusive one.
+        self._token.ensure_login()
+        other = RSA_OAEP if kind == AES_KWP else AES_KWP
+        with self._token.reading():
+            try:
+                return kek.find_one(ps.session, label, KEK_CLASS[kind])
+            except p11e.NoSuchKey:
+                pass
+            try:
+                kek.find_one(ps.session, label, KEK_CLASS[other])
+            except p11e.NoSuchKey:
+                raise KekRevoked(label) from None
+        raise IntegrityError(f"sealed record says KEK '{label}' is {kind}, but on the token it is {other}")
+
+    # -- KEK management ---------------------------------------------------------------------------
+
+    def current_kek(self, kek_name: str | None = None) -> KekInfo:
+        """The highest existing version, cached for kek_refresh_seconds (0: always looked up)."""
+        name = kek_name or self._kek_name
+        cached = self._current.get(name)
+        now = time.monotonic()
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        versions = [k for k in self.list_keks() if k.name == name]
+        if not versions:
+            raise KekNotFound(name)
+        latest = max(versions, key=lambda k: k.version)
+        if self._ttl > 0:
+            self._current[name] = (latest, now + self._ttl)
+        return latest
+
+    def list_keks(self) -> list[KekInfo]:
+        self._token.ensure_login()  # private KEKs are invisible without it
+        try:
+            with self._token.session() as ps, self._token.reading():
+                return kek.list_keks(ps.session)
+        except p11e.PKCS11Error as exc:
+            raise _unavailable(None, "listing KEKs", exc) from None
+
+    def create_kek(self, name: str, kind: str) -> KekInfo:
+        kek.check_name(name)
+        kek.check_kind(kind)
+        with _admin_errors("creating a KEK"), self._token.admin() as session:
+            if any(k.name == name for k in kek.list_keks(session)):
+                raise KekExists(name)
+            info = kek.generate(session, name, 1, kind)
+        self._current.pop(name, None)
+        return info
+
+    def rotate_kek(self, name: str) -> KekInfo:
+        kek.check_name(name)
+        with _admin_errors("rotating a KEK"), self._token.admin() as session:
+            versions = [k for k in kek.list_keks(session) if k.name == name]
+            if not versions:
+                raise KekNotFound(name)
+            latest = max(versions, key=lambda k: k.version)
+            info = kek.generate(session, name, latest.version + 1, latest.kind)
+        self._current.pop(name, None)
+        return info
+
+    def revoke_kek(self, label: str) -> list[str]:
+        """Destroys KEK `label` ("default-v1"), or every version of a bare name ("default")."""
+        parsed = kek.parse_label(label)
+        if parsed is None:
+            kek.check_name(label)
+        with _admin_errors("revoking a KEK"), self._token.admin() as session:
+            if parsed is not None:
+                targets = [label]
+            else:
+                targets = [k.label for k in kek.list_keks(session) if k.name == label]
+            destroyed = [t for t in targets if kek.destroy(session, t) > 0]
+        if not destroyed:
+            raise KekNotFound(label, f"no KEK '{label}' on the token")
+        for t in destroyed:
+            self._public.pop(t, None)
+            # Key handles cached per pooled session go stale and are re-found on their own.
+            self._current.pop(t.rsplit("-v", 1)[0], None)
+        return destroyed
+
+    def check(self) -> None:
+        self._token.check()
+
+    def close(self) -> None:
+        self._token.close()
+
+
+def _unavailable(label: str | None, what: str, exc: Exception) -> TokenUnavailable:
+    where = f" with KEK '{label}'" if label else ""
+    return TokenUnavailable(f"{what}{where} failed on the token: {type(exc).__name__}")
+
+
+@contextmanager
+def _admin_errors(what: str) -> Iterator[None]:
+    try:
+        yield
+    except p11e.PKCS11Error as exc:
+        raise _unavailable(None, what, exc) from None

@@ -1,0 +1,145 @@
+"""The dispatch table and batch processing: one request message in, one response message out.
+
+This is the only entry the server calls. Each batch item runs in the request's own context;
+failures become KMIP results, never exceptions that reach the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from kmip.core.enums import BatchErrorContinuationOption, Operation, ResultReason, ResultStatus
+from kmip.core.enums import Tags as T
+
+from .. import keyhsm
+from ..protocol import messages, ttlv
+from ..protocol.errors import KmipError
+from ..protocol.messages import BatchItem, Request, Response, Result
+from ..protocol.ttlv import Item, Type
+from ..store import ConcurrentUpdate, StoreUnavailable
+from . import attributes, create, get, lifecycle, locate, query, register
+from .context import RequestContext, Services
+
+log = logging.getLogger("kmip_bridge.operations")
+audit_log = logging.getLogger("kmip_bridge.audit")
+
+Handler = Callable[[RequestContext, Item], Item]
+
+HANDLERS: dict[int, Handler] = {
+    Operation.CREATE.value: create.handle,
+    Operation.REGISTER.value: register.handle,
+    Operation.GET.value: get.handle,
+    Operation.GET_ATTRIBUTES.value: attributes.get_attributes,
+    Operation.GET_ATTRIBUTE_LIST.value: attributes.get_attribute_list,
+    Operation.LOCATE.value: locate.handle,
+    Operation.ACTIVATE.value: lifecycle.activate,
+    Operation.REVOKE.value: lifecycle.revoke,
+    Operation.DESTROY.value: lifecycle.destroy,
+    Operation.QUERY.value: query.query,
+    Operation.DISCOVER_VERSIONS.value: query.discover_versions,
+}
+
+
+def _op_name(op: int | None) -> str:
+    try:
+        return Operation(op).name if op is not None else "-"
+    except ValueError:
+        return f"0x{op:08X}"
+
+
+def to_kmip_error(exc: Exception) -> KmipError:
+    """Maps failures of the layers below to what the client is told (no secrets, no SQL)."""
+    if isinstance(exc, KmipError):
+        return exc
+    if isinstance(exc, keyhsm.KekRevoked):
+        return KmipError(ResultReason.CRYPTOGRAPHIC_FAILURE, str(exc))
+    if isinstance(exc, keyhsm.IntegrityError):
+        return KmipError(
+            ResultReason.CRYPTOGRAPHIC_FAILURE,
+            "the stored material failed its integrity check (tampered with or moved between objects)",
+        )
+    if isinstance(exc, keyhsm.KeyHsmError):
+        return KmipError(ResultReason.GENERAL_FAILURE, f"key HSM unavailable: {exc}")
+    if isinstance(exc, StoreUnavailable):
+        return KmipError(ResultReason.GENERAL_FAILURE, str(exc))
+    if isinstance(exc, ConcurrentUpdate):
+        return KmipError(ResultReason.GENERAL_FAILURE, str(exc))
+    if isinstance(exc, (TypeError, ValueError, AttributeError, KeyError, IndexError)):
+        # A field of the wrong type or shape in an otherwise well-formed message.
+        return KmipError(ResultReason.INVALID_FIELD, "a request field has the wrong type or shape")
+    return KmipError(ResultReason.GENERAL_FAILURE, "internal server error")
+
+
+def run_item(ctx: RequestContext, item: BatchItem) -> Result:
+    handler = HANDLERS.get(item.operation)
+    started = time.perf_counter()
+    if handler is None:
+        error = KmipError(
+            ResultReason.OPERATION_NOT_SUPPORTED, f"operation {_op_name(item.operation)} is not supported"
+        )
+        result = Result.failure(item, error)
+    else:
+        payload = item.payload or Item(T.REQUEST_PAYLOAD.value, Type.STRUCTURE, [])
+        try:
+            out = handler(ctx, payload)
+            result = Result(item.operation, item.unique_batch_item_id, payload=out)
+        except Exception as exc:
+            error = to_kmip_error(exc)
+            if error.reason == ResultReason.GENERAL_FAILURE.value and not isinstance(exc, KmipError):
+                log.error(
+                    "operation failed",
+                    extra={"operation": _op_name(item.operation), "error": type(exc).__name__},
+                    exc_info=not isinstance(exc, (keyhsm.KeyHsmError, StoreUnavailable)),
+                )
+            result = Result.failure(item, error)
+    audit_log.info(
+        "request",
+        extra={
+            "identity": ctx.identity.name,
+            "peer": ctx.peer,
+            "operation": _op_name(item.operation),
+            "object": ctx.id_placeholder if result.status == ResultStatus.SUCCESS.value else None,
+            "status": ResultStatus(result.status).name,
+            "reason": ResultReason(result.reason).name if result.reason is not None else None,
+            "ms": round((time.perf_counter() - started) * 1000, 3),
+        },
+    )
+    return result
+
+
+def process(ctx: RequestContext, request: Request) -> Response:
+    response = Response(
+        version=request.version,
+        client_correlation_value=request.client_correlation_value,
+    )
+    stop_on_error = request.batch_error_option != BatchErrorContinuationOption.CONTINUE.value
+    for item in request.batch_items:
+        result = run_item(ctx, item)
+        response.results.append(result)
+        if result.status != ResultStatus.SUCCESS.value and stop_on_error:
+            break
+    return response
+
+
+def handle_message(
+    services: Services, identity: object, peer: str, data: bytes, limits: ttlv.Limits
+) -> bytes:
+    """Decodes, runs and encodes one request message. Raises ttlv.TtlvError only for bytes that
+    are not TTLV at all (the connection is then closed)."""
+    message = ttlv.decode(data, limits)
+    version = messages.peek_version(message)
+    try:
+        request = messages.parse_request(message)
+    except KmipError as error:
+        return messages.error_response(version, error)
+    if request.version not in messages.SUPPORTED_VERSIONS:
+        error = KmipError(
+            ResultReason.INVALID_MESSAGE,
+            f"protocol version {request.version[0]}.{request.version[1]} is not supported",
+        )
+        return messages.error_response((1, 0), error)
+    ctx = RequestContext(services=services, identity=identity, peer=peer, version=request.version)  # type: ignore[arg-type]
+    response = process(ctx, request)
+    return ttlv.encode(messages.build_response(response))

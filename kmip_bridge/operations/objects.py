@@ -1,0 +1,222 @@
+"""Managed objects: where operations meet the Key HSM (sealing) and the store (rows).
+
+Material is the TTLV encoding of the object structure (Symmetric Key, Secret Data, ...), sealed
+for exactly one object id and object type, so a row copied onto another object cannot be opened.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+from kmip.core.enums import ObjectType, ResultReason, State
+from kmip.core.enums import Tags as T
+
+from ..keyhsm import Sealed
+from ..protocol import attributes as wire
+from ..protocol import ttlv
+from ..protocol.attributes import Attribute
+from ..protocol.errors import KmipError, missing, not_found
+from ..protocol.ttlv import Item, Type
+from ..store import AttrRow, ObjectRow
+from .context import RequestContext
+
+OBJECT_TAGS: dict[int, int] = {
+    ObjectType.CERTIFICATE.value: T.CERTIFICATE.value,
+    ObjectType.SYMMETRIC_KEY.value: T.SYMMETRIC_KEY.value,
+    ObjectType.PUBLIC_KEY.value: T.PUBLIC_KEY.value,
+    ObjectType.PRIVATE_KEY.value: T.PRIVATE_KEY.value,
+    ObjectType.SPLIT_KEY.value: T.SPLIT_KEY.value,
+    ObjectType.SECRET_DATA.value: T.SECRET_DATA.value,
+    ObjectType.OPAQUE_DATA.value: T.OPAQUE_OBJECT.value,
+    ObjectType.PGP_KEY.value: T.PGP_KEY.value,
+}
+
+# Attributes only the server sets; a client naming one in a template is refused.
+SERVER_ONLY = frozenset(
+    {
+        "Unique Identifier",
+        "State",
+        "Initial Date",
+        "Last Change Date",
+        "Destroy Date",
+        "Compromise Date",
+        "Revocation Reason",
+        "Digest",
+        "Original Creation Date",
+    }
+)
+# Attributes synthesised from the objects row rather than stored.
+ROW_ATTRIBUTES = ("Unique Identifier", "Object Type", "State")
+MULTI_VALUED = frozenset(
+    {"Name", "Object Group", "Link", "Application Specific Information", "Alternative Name"}
+)
+
+
+def now() -> int:
+    return int(time.time())
+
+
+# -- attribute rows ---------------------------------------------------------------------------------
+def search_key(value: Item) -> str | None:
+    """The indexable form of an attribute value (Locate compares these in SQL)."""
+    if value.type == Type.STRUCTURE:
+        name = value.get(T.NAME_VALUE.value)
+        return name.value if name is not None else None  # type: ignore[return-value]
+    if value.type in (Type.TEXT_STRING,):
+        return value.value  # type: ignore[return-value]
+    if value.type == Type.BYTE_STRING:
+        return None
+    return str(int(value.value))  # type: ignore[call-overload]
+
+
+def to_row(attr: Attribute) -> AttrRow:
+    return AttrRow(attr.name, ttlv.encode(attr.value), attr.index, search_key(attr.value))
+
+
+def from_row(row: AttrRow) -> Attribute:
+    return Attribute(row.name, ttlv.decode(row.value), row.position)
+
+
+def value_item(type_: Type, value: object) -> Item:
+    return Item(T.ATTRIBUTE_VALUE.value, type_, value)
+
+
+def row_attributes(row: ObjectRow) -> list[Attribute]:
+    return [
+        Attribute("Unique Identifier", value_item(Type.TEXT_STRING, row.uid)),
+        Attribute("Object Type", value_item(Type.ENUMERATION, row.object_type)),
+        Attribute("State", value_item(Type.ENUMERATION, row.state)),
+    ]
+
+
+def client_attributes(attrs: Iterable[Attribute]) -> list[Attribute]:
+    """Validates client-supplied attributes and numbers multi-valued ones."""
+    out: list[Attribute] = []
+    seen: dict[str, int] = {}
+    for a in attrs:
+        if a.name in SERVER_ONLY:
+            raise KmipError(ResultReason.INVALID_FIELD, f"attribute '{a.name}' is set by the server")
+        if a.name == "Object Type":
+            continue
+        count = seen.get(a.name, 0)
+        if count and a.name not in MULTI_VALUED and not wire.is_custom(a.name):
+            raise KmipError(ResultReason.INVALID_FIELD, f"attribute '{a.name}' is single-valued")
+        seen[a.name] = count + 1
+        out.append(Attribute(a.name, a.value, count))
+    return out
+
+
+def request_attributes(ctx: RequestContext, payload: Item) -> list[Attribute]:
+    """Attributes from a 1.x Template-Attribute or a 2.x Attributes structure."""
+    attrs: list[Attribute] = []
+    template = payload.get(T.TEMPLATE_ATTRIBUTE.value)
+    if template is not None:
+        if template.get(T.NAME.value) is not None:
+            raise KmipError(ResultReason.FEATURE_NOT_SUPPORTED, "named Templates are not supported")
+        attrs.extend(wire.parse_v1(a) for a in template.all(T.ATTRIBUTE.value))
+    attributes = payload.get(T.ATTRIBUTES.value)
+    if attributes is not None:
+        attrs.extend(wire.parse_v2(a) for a in attributes)
+    return attrs
+
+
+# -- objects ----------------------------------------------------------------------------------------
+def target_uid(ctx: RequestContext, payload: Item | None) -> str:
+    uid = payload.value_of(T.UNIQUE_IDENTIFIER.value) if payload is not None else None
+    if uid is None:
+        uid = ctx.id_placeholder
+    if not isinstance(uid, str):
+        raise missing("no Unique Identifier in the request and no ID placeholder in this batch")
+    return uid
+
+
+def load_visible(ctx: RequestContext, uid: str) -> ObjectRow:
+    """The object, if it exists and the caller may see it; otherwise the same 'not found' as for
+    an object that does not exist, so ids of other tenants are not revealed."""
+    row = ctx.services.store.load_object(uid)
+    if row is None or not ctx.services.policy.can_access(ctx.identity, row.owner):
+        raise not_found()
+    return row
+
+
+def _aad_context(object_type: int) -> str:
+    return f"object-type:{object_type}"
+
+
+def open_material(ctx: RequestContext, row: ObjectRow) -> Item:
+    if not row.has_material:
+        reason = ResultReason.OBJECT_DESTROYED if ctx.v2 else ResultReason.ITEM_NOT_FOUND
+        raise KmipError(reason, "object was destroyed; its key material no longer exists")
+    sealed = Sealed(
+        kek_label=row.kek_label or "",
+        kek_kind=row.kek_kind or "",
+        nonce=row.nonce or b"",
+        ciphertext=row.ciphertext or b"",
+        wrapped_dek=row.wrapped_dek or b"",
+        wrap_nonce=row.wrap_nonce or b"",
+    )
+    plain = ctx.services.keyhsm.open(row.uid, sealed, _aad_context(row.object_type))
+    return ttlv.decode(plain)
+
+
+def insert_new(
+    ctx: RequestContext,
+    object_type: int,
+    obj: Item,
+    attrs: list[Attribute],
+    state: int = State.PRE_ACTIVE.value,
+) -> str:
+    """Seals and stores a new object with its attributes in one transaction."""
+    uid = str(uuid.uuid4())
+    sealed = ctx.services.keyhsm.seal(uid, ttlv.encode(obj), _aad_context(object_type))
+    t = now()
+    stamp = [
+        Attribute("Initial Date", value_item(Type.DATE_TIME, t)),
+        Attribute("Last Change Date", value_item(Type.DATE_TIME, t)),
+    ]
+    if state == State.ACTIVE.value and not any(a.name == "Activation Date" for a in attrs):
+        stamp.append(Attribute("Activation Date", value_item(Type.DATE_TIME, t)))
+    row = ObjectRow(
+        uid=uid,
+        object_type=object_type,
+        state=state,
+        owner=ctx.identity.name,
+        created_at=time.time_ns() // 1000,
+        kek_label=sealed.kek_label,
+        kek_kind=sealed.kek_kind,
+        nonce=sealed.nonce,
+        ciphertext=sealed.ciphertext,
+        wrapped_dek=sealed.wrapped_dek,
+        wrap_nonce=sealed.wrap_nonce,
+    )
+    ctx.services.store.insert_object(row, [to_row(a) for a in [*attrs, *stamp]])
+    ctx.id_placeholder = uid
+    return uid
+
+
+def update(ctx: RequestContext, row: ObjectRow, **changes: object) -> None:
+    """One-transaction update that also stamps Last Change Date."""
+    replace = list(changes.pop("replace", []))  # type: ignore[call-overload]
+    replace.append(to_row(Attribute("Last Change Date", value_item(Type.DATE_TIME, now()))))
+    ctx.services.store.update_object(row.uid, row.row_version, replace=replace, **changes)  # type: ignore[arg-type]
+
+
+def key_block_attributes(obj: Item) -> list[Attribute]:
+    """Cryptographic Algorithm/Length as stated inside a Key Block."""
+    block = obj.get(T.KEY_BLOCK.value)
+    out: list[Attribute] = []
+    if block is None:
+        return out
+    alg = block.get(T.CRYPTOGRAPHIC_ALGORITHM.value)
+    if alg is not None:
+        out.append(Attribute("Cryptographic Algorithm", value_item(Type.ENUMERATION, alg.value)))
+    length = block.get(T.CRYPTOGRAPHIC_LENGTH.value)
+    if length is not None:
+        out.append(Attribute("Cryptographic Length", value_item(Type.INTEGER, length.value)))
+    return out
+
+
+def uid_payload(uid: str, *extra: Item) -> Item:
+    return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, uid), *extra])

@@ -1,0 +1,1 @@
+"""KMIP wire protocol: TTLV codec, messages and attribute encodings. Imports nothing of ours."""

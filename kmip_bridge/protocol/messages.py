@@ -1,0 +1,178 @@
+"""KMIP request/response messages over the TTLV tree (KMIP 1.0-2.1 headers)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from kmip.core.enums import BatchErrorContinuationOption, ResultReason, ResultStatus
+from kmip.core.enums import Tags as T
+
+from . import ttlv
+from .errors import KmipError
+from .ttlv import Item, Type
+
+Version = tuple[int, int]
+
+SUPPORTED_VERSIONS: tuple[Version, ...] = ((2, 1), (2, 0), (1, 4), (1, 3), (1, 2), (1, 1), (1, 0))
+
+
+@dataclass
+class BatchItem:
+    operation: int
+    unique_batch_item_id: bytes | None
+    payload: Item | None
+
+
+@dataclass
+class Request:
+    version: Version
+    batch_items: list[BatchItem]
+    batch_error_option: int = BatchErrorContinuationOption.STOP.value
+    client_correlation_value: str | None = None
+    server_correlation_value: str | None = None
+    maximum_response_size: int | None = None
+    header: Item | None = None
+
+
+@dataclass
+class Result:
+    """The outcome of one batch item."""
+
+    operation: int | None
+    unique_batch_item_id: bytes | None
+    payload: Item | None = None
+    status: int = ResultStatus.SUCCESS.value
+    reason: int | None = None
+    message: str | None = None
+
+    @classmethod
+    def failure(cls, item: BatchItem | None, error: KmipError) -> Result:
+        return cls(
+            operation=item.operation if item else None,
+            unique_batch_item_id=item.unique_batch_item_id if item else None,
+            status=error.status,
+            reason=error.reason,
+            message=error.message,
+        )
+
+
+@dataclass
+class Response:
+    version: Version
+    results: list[Result] = field(default_factory=list)
+    client_correlation_value: str | None = None
+    server_correlation_value: str | None = None
+
+
+def _invalid(message: str) -> KmipError:
+    return KmipError(ResultReason.INVALID_MESSAGE, message)
+
+
+def _version_of(header: Item) -> Version:
+    pv = header.get(T.PROTOCOL_VERSION.value)
+    if pv is None or pv.type != Type.STRUCTURE:
+        raise _invalid("request header has no Protocol Version")
+    major = pv.value_of(T.PROTOCOL_VERSION_MAJOR.value)
+    minor = pv.value_of(T.PROTOCOL_VERSION_MINOR.value)
+    if not isinstance(major, int) or not isinstance(minor, int):
+        raise _invalid("Protocol Version needs integer major and minor parts")
+    return (major, minor)
+
+
+def peek_version(message: Item) -> Version | None:
+    """Best-effort protocol version of a (possibly broken) request, for the error response."""
+    try:
+        header = message.get(T.REQUEST_HEADER.value)
+        return _version_of(header) if header is not None else None
+    except (KmipError, TypeError, AttributeError):
+        return None
+
+
+def parse_request(message: Item) -> Request:
+    if message.tag != T.REQUEST_MESSAGE.value or message.type != Type.STRUCTURE:
+        raise _invalid("not a Request Message")
+    header = message.get(T.REQUEST_HEADER.value)
+    if header is None or header.type != Type.STRUCTURE:
+        raise _invalid("request has no Request Header")
+    version = _version_of(header)
+    items: list[BatchItem] = []
+    for bi in message.all(T.BATCH_ITEM.value):
+        if bi.type != Type.STRUCTURE:
+            raise _invalid("Batch Item must be a structure")
+        op = bi.get(T.OPERATION.value)
+        if op is None or op.type != Type.ENUMERATION:
+            raise _invalid("batch item has no Operation")
+        ubi = bi.get(T.UNIQUE_BATCH_ITEM_ID.value)
+        payload = bi.get(T.REQUEST_PAYLOAD.value)
+        if payload is not None and payload.type != Type.STRUCTURE:
+            raise _invalid("Request Payload must be a structure")
+        items.append(
+            BatchItem(op.value, ubi.value if ubi is not None else None, payload)  # type: ignore[arg-type]
+        )
+    count = header.value_of(T.BATCH_COUNT.value)
+    if count != len(items):
+        raise _invalid(f"Batch Count says {count} but the message holds {len(items)} batch items")
+    if not items:
+        raise _invalid("request holds no batch items")
+    option = header.value_of(T.BATCH_ERROR_CONTINUATION_OPTION.value)
+    return Request(
+        version=version,
+        batch_items=items,
+        batch_error_option=option if isinstance(option, int) else BatchErrorContinuationOption.STOP.value,
+        client_correlation_value=_text_or_none(header.value_of(T.CLIENT_CORRELATION_VALUE.value)),
+        server_correlation_value=_text_or_none(header.value_of(T.SERVER_CORRELATION_VALUE.value)),
+        maximum_response_size=_int_or_none(header.value_of(T.MAXIMUM_RESPONSE_SIZE.value)),
+        header=header,
+    )
+
+
+def _text_or_none(v: object) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _int_or_none(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def protocol_version(version: Version) -> Item:
+    return ttlv.struct_(
+        T.PROTOCOL_VERSION,
+        [
+            ttlv.integer(T.PROTOCOL_VERSION_MAJOR, version[0]),
+            ttlv.integer(T.PROTOCOL_VERSION_MINOR, version[1]),
+        ],
+    )
+
+
+def build_response(response: Response, now: int | None = None) -> Item:
+    header = [
+        protocol_version(response.version),
+        ttlv.date_time(T.TIME_STAMP, int(time.time()) if now is None else now),
+    ]
+    if response.version >= (1, 4):
+        if response.client_correlation_value is not None:
+            header.append(ttlv.text(T.CLIENT_CORRELATION_VALUE, response.client_correlation_value))
+        if response.server_correlation_value is not None:
+            header.append(ttlv.text(T.SERVER_CORRELATION_VALUE, response.server_correlation_value))
+    header.append(ttlv.integer(T.BATCH_COUNT, len(response.results)))
+    children = [ttlv.struct_(T.RESPONSE_HEADER, header)]
+    for r in response.results:
+        bi: list[Item | None] = [
+            ttlv.enum(T.OPERATION, r.operation) if r.operation is not None else None,
+            ttlv.bytes_(T.UNIQUE_BATCH_ITEM_ID, r.unique_batch_item_id)
+            if r.unique_batch_item_id is not None
+            else None,
+            ttlv.enum(T.RESULT_STATUS, r.status),
+            ttlv.enum(T.RESULT_REASON, r.reason) if r.reason is not None else None,
+            ttlv.text(T.RESULT_MESSAGE, r.message) if r.message is not None else None,
+            r.payload,
+        ]
+        children.append(ttlv.struct_(T.BATCH_ITEM, bi))
+    return ttlv.struct_(T.RESPONSE_MESSAGE, children)
+
+
+def error_response(version: Version | None, error: KmipError) -> bytes:
+    """A whole-message failure (the request could not be parsed or was refused)."""
+    response = Response(version=version or (1, 0), results=[Result.failure(None, error)])
+    return ttlv.encode(build_response(response))

@@ -1,0 +1,115 @@
+"""One client connection: TLS handshake, then framed request/response until the client leaves.
+
+Framing is exact: an 8-byte TTLV header, then precisely the length it announces. A message
+over the size limit is refused from its header alone, before its body is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Protocol
+
+from kmip.core.enums import ResultReason
+
+from ..protocol import messages, ttlv
+from ..protocol.errors import KmipError
+
+log = logging.getLogger("kmip_bridge.server")
+
+
+class Session(Protocol):
+    def handle(self, data: bytes) -> bytes: ...
+
+
+class Application(Protocol):
+    """What the server runs: built once per worker process by the composition root."""
+
+    def open_session(self, peer_cert_der: bytes, peer: str) -> Session: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_message_size: int
+    idle_timeout: float
+    read_timeout: float
+
+
+class Closed(Exception):
+    pass
+
+
+def _recv_exact(conn: ssl.SSLSocket, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = conn.recv(min(n, 65536))
+        if not chunk:
+            raise Closed()
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+class InFlight(Protocol):
+    def __enter__(self) -> object: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def serve_connection(
+    raw: socket.socket,
+    peer: str,
+    tls: ssl.SSLContext,
+    app: Application,
+    limits: Limits,
+    in_flight: InFlight,
+) -> None:
+    raw.settimeout(limits.read_timeout)
+    try:
+        conn = tls.wrap_socket(raw, server_side=True)
+    except (ssl.SSLError, OSError) as exc:
+        log.info("handshake refused", extra={"peer": peer, "error": str(exc)[:200]})
+        raw.close()
+        return
+    try:
+        der = conn.getpeercert(binary_form=True)
+        if der is None:  # CERT_REQUIRED makes this unreachable; belt and braces
+            return
+        session = app.open_session(der, peer)
+        while True:
+            conn.settimeout(limits.idle_timeout)
+            header = _recv_exact(conn, 8)
+            conn.settimeout(limits.read_timeout)
+            try:
+                length = ttlv.message_length(header)
+            except ttlv.TtlvError:
+                log.info("not a KMIP message; closing", extra={"peer": peer})
+                return
+            if length > limits.max_message_size:
+                error = KmipError(
+                    ResultReason.INVALID_MESSAGE,
+                    f"message of {length} bytes exceeds the limit of {limits.max_message_size}",
+                )
+                conn.sendall(messages.error_response(None, error))
+                log.info("oversized message refused", extra={"peer": peer, "size": length})
+                return
+            body = _recv_exact(conn, length)
+            with in_flight:
+                try:
+                    response = session.handle(header + body)
+                except ttlv.TtlvError as exc:
+                    log.info("malformed TTLV; closing", extra={"peer": peer, "error": str(exc)})
+                    return
+                conn.sendall(response)
+    except Closed:
+        pass
+    except TimeoutError:
+        log.info("connection timed out", extra={"peer": peer})
+    except (ssl.SSLError, OSError) as exc:
+        log.info("connection error", extra={"peer": peer, "error": str(exc)[:200]})
+    finally:
+        try:
+            conn.close()
+        except OSError:
+            pass

@@ -1,0 +1,141 @@
+"""The master process: binds the listener, forks the workers, supervises them, drains on SIGTERM.
+
+Workers are forked before anything touches the PKCS#11 module or the database, because neither
+survives a fork; each worker opens its own token sessions and connection pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .connection import Application, Limits
+from .worker import run_worker
+
+log = logging.getLogger("kmip_bridge.server")
+
+READY_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str
+    port: int
+    workers: int
+    limits: Limits
+    max_connections: int
+    drain_timeout: float
+
+
+def _spawn(listener: socket.socket, tls: ssl.SSLContext, factory: Callable[[], Application],
+           opts: ServeOptions, per_worker: int) -> tuple[int, int]:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # worker
+        os.close(r)
+        code = 1
+        try:
+            def report(msg: str) -> None:
+                os.write(w, msg.encode()[:4000])
+                os.close(w)
+
+            code = run_worker(listener, tls, factory, opts.limits, per_worker,
+                              opts.drain_timeout, report)
+        except BaseException:
+            log.exception("worker crashed")
+        finally:
+            logging.shutdown()
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def _await_ready(fd: int) -> str:
+    chunks = []
+    deadline = time.monotonic() + READY_TIMEOUT
+    os.set_blocking(fd, False)
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except BlockingIOError:
+            time.sleep(0.02)
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode(errors="replace") or "error: worker exited during start-up"
+
+
+def serve(opts: ServeOptions, tls: ssl.SSLContext, factory: Callable[[], Application]) -> int:
+    listener = socket.create_server((opts.host, opts.port), backlog=1024)
+    n = opts.workers or os.cpu_count() or 1
+    per_worker = max(1, opts.max_connections // n)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    workers: dict[int, int] = {}
+    for _ in range(n):
+        pid, fd = _spawn(listener, tls, factory, opts, per_worker)
+        workers[pid] = fd
+    failures = [msg for msg in (_await_ready(fd) for fd in workers.values()) if msg != "ok"]
+    if failures:
+        log.error("server cannot start", extra={"reason": failures[0]})
+        _terminate(list(workers), 5.0)
+        return 1
+    port = listener.getsockname()[1]
+    log.info("ready", extra={"host": opts.host, "port": port, "workers": n})
+    alive = set(workers)
+    while not stopping:
+        time.sleep(0.2)
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid and pid in alive and not stopping:
+            alive.discard(pid)
+            log.error("worker died; replacing it", extra={"worker": pid, "status": status})
+            new_pid, fd = _spawn(listener, tls, factory, opts, per_worker)
+            if _await_ready(fd) == "ok":
+                alive.add(new_pid)
+            else:
+                log.error("replacement worker failed to start")
+                stopping = True
+    log.info("stopping: draining workers")
+    listener.close()
+    _terminate(list(alive), opts.drain_timeout + 5.0)
+    log.info("stopped")
+    return 0
+
+
+def _terminate(pids: list[int], grace: float) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    remaining = set(pids)
+    while remaining and time.monotonic() < deadline:
+        for pid in list(remaining):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                remaining.discard(pid)
+        time.sleep(0.05)
+    for pid in remaining:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)

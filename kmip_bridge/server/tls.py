@@ -1,0 +1,20 @@
+"""The server's TLS context: mutual TLS, TLS 1.2 minimum, AEAD-only suites on 1.2."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+# ECDHE key exchange with AEAD ciphers only; TLS 1.3 suites are AEAD by definition.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+def server_context(ca: Path, cert: Path, key: Path, min_version: str = "1.2") -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cafile=str(ca))
+    ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    return ctx

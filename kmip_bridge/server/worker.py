@@ -1,0 +1,102 @@
+"""A worker process: accepts connections from the shared listener and serves each on a thread.
+
+Threads suit the work: most of a request's time is spent in the PKCS#11 module, the database
+driver and OpenSSL, all of which release the GIL. Several workers use several cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from .connection import Application, Limits, serve_connection
+
+log = logging.getLogger("kmip_bridge.server")
+
+
+class InFlightCounter:
+    """Counts requests being processed so that shutdown can wait for them."""
+
+    def __init__(self) -> None:
+        self._n = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> InFlightCounter:
+        with self._cond:
+            self._n += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._n -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._n == 0, timeout)
+
+
+def run_worker(
+    listener: socket.socket,
+    tls: ssl.SSLContext,
+    app_factory: Callable[[], Application],
+    limits: Limits,
+    max_connections: int,
+    drain_timeout: float,
+    report: Callable[[str], None],
+) -> int:
+    try:
+        app = app_factory()
+    except Exception as exc:  # noqa: BLE001 - reported to the master, which refuses to start
+        report(f"error: {exc}")
+        return 3
+    report("ok")
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    slots = threading.BoundedSemaphore(max_connections)
+    in_flight = InFlightCounter()
+    listener.setblocking(False)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ)
+
+    def connection(sock: socket.socket, peer: str) -> None:
+        try:
+            serve_connection(sock, peer, tls, app, limits, in_flight)
+        finally:
+            slots.release()
+
+    while not stopping.is_set():
+        if not sel.select(timeout=0.5):
+            continue
+        try:
+            sock, addr = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            continue  # another worker took it
+        except OSError as exc:
+            log.warning("accept failed", extra={"error": str(exc)})
+            time.sleep(0.05)
+            continue
+        sock.setblocking(True)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = f"{addr[0]}:{addr[1]}"
+        if not slots.acquire(blocking=False):
+            log.warning("connection limit reached; refusing", extra={"peer": peer})
+            sock.close()
+            continue
+        threading.Thread(target=connection, args=(sock, peer), daemon=True).start()
+    sel.close()
+    listener.close()
+    if not in_flight.wait_idle(drain_timeout):
+        log.warning("drain timeout: requests still running at exit", extra={"pid": os.getpid()})
+    close = getattr(app, "close", None)
+    if close is not None:
+        close()
+    return 0

@@ -1,0 +1,56 @@
+"""Table definitions (SQLAlchemy Core: the hot path needs no ORM identity map).
+
+``objects`` holds one row per managed object with its sealed material (never plaintext);
+``attributes`` holds every attribute value as TTLV bytes, plus an indexable ``search`` key so that
+Locate filters in SQL instead of loading objects.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("uid", String(64), primary_key=True),
+    Column("object_type", Integer, nullable=False),
+    Column("state", Integer, nullable=False),
+    Column("owner", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    # Optimistic concurrency: every update bumps it and checks the old value.
+    Column("row_version", Integer, nullable=False, default=1),
+    # The sealed envelope; all NULL once the object is destroyed.
+    Column("kek_label", String(128)),
+    Column("kek_kind", String(16)),
+    Column("nonce", LargeBinary),
+    Column("ciphertext", LargeBinary),
+    Column("wrapped_dek", LargeBinary),
+    Column("wrap_nonce", LargeBinary),
+)
+Index("ix_objects_owner_type", objects.c.owner, objects.c.object_type)
+Index("ix_objects_kek_label", objects.c.kek_label)
+
+attributes = Table(
+    "attributes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uid", String(64), ForeignKey("objects.uid", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("position", Integer, nullable=False, default=0),
+    Column("value", LargeBinary, nullable=False),
+    Column("search", String(512)),
+)
+Index("ix_attributes_uid", attributes.c.uid)
+Index("ix_attributes_name_search", attributes.c.name, attributes.c.search)

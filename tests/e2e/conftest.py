@@ -1,0 +1,205 @@
+"""End-to-end fixtures: real instances (dev PKI, SoftHSM2 token, SQLite or PostgreSQL) and the
+real server as a subprocess on a free port."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+CLI = [sys.executable, "-m", "kmip_bridge.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=180)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kmip-bridge {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def postgres_available() -> str | None:
+    """None when reachable, else why not."""
+    try:
+        import psycopg2
+
+        psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", connect_timeout=3).close()
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT} ({type(exc).__name__}: {exc})"
+
+
+def _pg_admin():  # type: ignore[no-untyped-def]
+    import psycopg2
+
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    return conn
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[Callable[[], str]]:
+    """Makes fresh PostgreSQL databases for this run and drops them afterwards."""
+    why = postgres_available()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the PostgreSQL tests: {why}")
+        pytest.skip(f"SKIPPING POSTGRESQL TESTS LOUDLY: {why}")
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"kmip_bridge_test_{secrets.token_hex(4)}"
+        admin = _pg_admin()
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        admin.close()
+        created.append(name)
+        return f"postgresql://postgres@{PG_HOST}:{PG_PORT}/{name}"
+
+    yield make
+    admin = _pg_admin()
+    with admin.cursor() as cur:
+        for name in created:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
+
+
+@dataclass
+class Server:
+    config: Path
+    port: int
+    proc: subprocess.Popen[str]
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def dir(self) -> Path:
+        return self.config.parent
+
+    def client_conf(self, name: str = "admin") -> Path:
+        return self.dir / "clients" / name / "pykmip.conf"
+
+    def saw(self, text: str, timeout: float = 10.0) -> bool:
+        """Whether the server logged ``text`` (waiting a little: its log arrives through a pipe)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.log):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@dataclass
+class Instance:
+    config: Path
+    database_url: str
+
+    @property
+    def dir(self) -> Path:
+        return self.config.parent
+
+    def start(self, **server_overrides: object) -> Server:
+        port = free_port()
+        cfg = yaml.safe_load(self.config.read_text())
+        cfg["server"].update({"port": port, "workers": 2, **server_overrides})
+        self.config.write_text(yaml.safe_dump(cfg))
+        # Client configs carry the port: reissue them for the new one.
+        for conf in (self.dir / "clients").glob("*/pykmip.conf"):
+            text = conf.read_text()
+            lines = [f"port={port}" if ln.startswith("port=") else ln for ln in text.splitlines()]
+            conf.write_text("\n".join(lines) + "\n")
+        proc = subprocess.Popen(
+            [*CLI, "serve", "--config", str(self.config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        server = Server(self.config, port, proc)
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                server.log.append(line)
+                if '"msg": "ready"' in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + 90
+        while not ready.is_set():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                time.sleep(0.2)
+                raise AssertionError("server did not start:\n" + "".join(server.log[-30:]))
+            ready.wait(0.1)
+        return server
+
+    def client(self, name: str, *groups: str) -> Path:
+        args = ["certs", "client", name, "--config", str(self.config)]
+        for g in groups:
+            args += ["--group", g]
+        return Path(run_cli(*args).stdout.strip())
+
+
+def make_instance(base: Path, database_url: str | None, kek_kind: str = "aes-kwp") -> Instance:
+    args = ["init", "--dir", str(base), "--kek-kind", kek_kind, "--port", str(free_port())]
+    if database_url:
+        args += ["--database-url", database_url]
+    run_cli(*args)
+    config = base / "server.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    # Rotation and revocation by the CLI must be visible to the running server at once.
+    cfg["keyhsm"]["kek_refresh_seconds"] = 0
+    config.write_text(yaml.safe_dump(cfg))
+    from kmip_bridge.config import load
+
+    return Instance(config, load(config).database.url)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def instance(backend: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Instance:
+    url = request.getfixturevalue("pg_database")() if backend == "postgresql" else None
+    return make_instance(tmp_path_factory.mktemp(f"inst-{backend}"), url)
+
+
+@pytest.fixture(scope="module")
+def server(instance: Instance) -> Iterator[Server]:
+    srv = instance.start()
+    yield srv
+    code = srv.stop()
+    assert code == 0, "server did not exit cleanly on SIGTERM:\n" + "".join(srv.log[-20:])

@@ -1,0 +1,209 @@
+"""Mutual TLS, framing, bad input and per-request isolation, over real sockets."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+
+import pytest
+from kmip.core import enums
+from kmip.core.enums import Operation, ResultReason, ResultStatus
+from kmip.core.enums import Tags as T
+
+from kmip_bridge import pki
+from kmip_bridge.client import RawClient, client_context, request
+from kmip_bridge.protocol import ttlv
+from kmip_bridge.protocol.ttlv import Item
+
+from .conftest import Instance, Server
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", params=["sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def _ctx(instance: Instance, name: str, **kw: object) -> ssl.SSLContext:
+    folder = instance.dir / "clients" / name
+    return client_context(instance.dir / "pki" / "ca.pem", folder / "cert.pem", folder / "key.pem", **kw)
+
+
+def _connect(server: Server, instance: Instance, name: str = "admin", **kw: object) -> RawClient:
+    return RawClient("127.0.0.1", server.port, _ctx(instance, name, **kw))
+
+
+def _create_payload(name: str | None = None) -> Item:
+    attrs = [
+        ttlv.struct_(T.ATTRIBUTE, [ttlv.text(T.ATTRIBUTE_NAME, "Cryptographic Algorithm"),
+                                   ttlv.enum(T.ATTRIBUTE_VALUE, enums.CryptographicAlgorithm.AES)]),
+        ttlv.struct_(T.ATTRIBUTE, [ttlv.text(T.ATTRIBUTE_NAME, "Cryptographic Length"),
+                                   ttlv.integer(T.ATTRIBUTE_VALUE, 256)]),
+    ]
+    if name:
+        attrs.append(ttlv.struct_(T.ATTRIBUTE, [
+            ttlv.text(T.ATTRIBUTE_NAME, "Name"),
+            ttlv.struct_(T.ATTRIBUTE_VALUE, [ttlv.text(T.NAME_VALUE, name),
+                                             ttlv.enum(T.NAME_TYPE, enums.NameType.UNINTERPRETED_TEXT_STRING)]),
+        ]))
+    return ttlv.struct_(T.REQUEST_PAYLOAD, [
+        ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY),
+        ttlv.struct_(T.TEMPLATE_ATTRIBUTE, attrs),
+    ])
+
+
+def _results(response: Item) -> list[Item]:
+    return response.all(T.BATCH_ITEM.value)
+
+
+def _status(bi: Item) -> tuple[int, int | None]:
+    return bi.value_of(T.RESULT_STATUS.value), bi.value_of(T.RESULT_REASON.value)  # type: ignore[return-value]
+
+
+def test_tls13_negotiated_and_tls11_refused(server: Server, instance: Instance) -> None:
+    with _connect(server, instance) as c:
+        assert c.sock.version() == "TLSv1.3"
+    with _connect(server, instance, maximum_version=ssl.TLSVersion.TLSv1_2) as c:
+        assert c.sock.version() == "TLSv1.2"
+        assert "GCM" in c.sock.cipher()[0] or "CHACHA20" in c.sock.cipher()[0]
+    ctx = _ctx(instance, "admin")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    with pytest.raises((ssl.SSLError, OSError)):
+        RawClient("127.0.0.1", server.port, ctx)
+
+
+def _request_over(client: RawClient) -> Item:
+    return client.call(request([(Operation.QUERY.value, None)]))
+
+
+def test_client_without_certificate_is_refused(server: Server, instance: Instance) -> None:
+    ctx = client_context(instance.dir / "pki" / "ca.pem", None, None)
+    with pytest.raises((ssl.SSLError, OSError, ConnectionError)):
+        # TLS 1.3 reports the refusal on first use rather than in the handshake.
+        with RawClient("127.0.0.1", server.port, ctx) as c:
+            _request_over(c)
+
+
+def test_certificate_from_another_ca_is_refused(server: Server, instance: Instance, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pki.make_ca(tmp_path / "evil-ca.pem", tmp_path / "evil-ca.key")
+    pki.issue(tmp_path / "evil-ca.pem", tmp_path / "evil-ca.key", tmp_path / "c.pem", tmp_path / "c.key",
+              "admin", server=False, groups=("admin",))
+    ctx = client_context(instance.dir / "pki" / "ca.pem", tmp_path / "c.pem", tmp_path / "c.key")
+    with pytest.raises((ssl.SSLError, OSError, ConnectionError)):
+        with RawClient("127.0.0.1", server.port, ctx) as c:
+            _request_over(c)
+    assert server.alive()
+
+
+def test_certificate_without_client_auth_usage_is_refused(server: Server, instance: Instance) -> None:
+    """The server's own certificate (serverAuth only) chains to the CA but is no client."""
+    ctx = client_context(instance.dir / "pki" / "ca.pem", instance.dir / "pki" / "server.pem",
+                         instance.dir / "pki" / "server.key")
+    with pytest.raises((ssl.SSLError, OSError, ConnectionError)):
+        with RawClient("127.0.0.1", server.port, ctx) as c:
+            _request_over(c)
+    assert server.saw("unsuitable certificate purpose")
+
+
+def test_garbage_closes_connection_and_server_stays_up(server: Server, instance: Instance) -> None:
+    with _connect(server, instance) as c:
+        assert c.send_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") is None
+    with _connect(server, instance) as c:  # a structure header whose body is not TTLV
+        assert c.send_raw(bytes.fromhex("4200780100000010") + b"\xff" * 16) is None
+    with _connect(server, instance) as c:
+        assert _status(_results(_request_over(c))[0])[0] == ResultStatus.SUCCESS.value
+
+
+def test_oversized_message_is_refused_from_its_header(server: Server, instance: Instance) -> None:
+    with _connect(server, instance) as c:
+        # The header announces 50 MB; the server answers without waiting for the body.
+        data = c.send_raw(bytes.fromhex("42007801") + (50_000_000).to_bytes(4, "big"))
+        assert data is not None
+        bi = _results(ttlv.decode(data))[0]
+        assert _status(bi) == (ResultStatus.OPERATION_FAILED.value, ResultReason.INVALID_MESSAGE.value)
+        assert "exceeds the limit" in bi.value_of(T.RESULT_MESSAGE.value)
+
+
+def test_wrong_batch_count_and_unknown_operation(server: Server, instance: Instance) -> None:
+    msg = request([(Operation.QUERY.value, None)])
+    msg.value[0].value[-1] = ttlv.integer(T.BATCH_COUNT, 3)
+    with _connect(server, instance) as c:
+        bi = _results(c.call(msg))[0]
+        assert _status(bi) == (ResultStatus.OPERATION_FAILED.value, ResultReason.INVALID_MESSAGE.value)
+        bi = _results(c.call(request([(0x7E, None)])))[0]
+        assert _status(bi) == (ResultStatus.OPERATION_FAILED.value, ResultReason.OPERATION_NOT_SUPPORTED.value)
+        wrong_type = ttlv.struct_(T.REQUEST_PAYLOAD, [ttlv.integer(T.OBJECT_TYPE, 2)])
+        bi = _results(c.call(request([(Operation.CREATE.value, wrong_type)])))[0]
+        assert _status(bi)[0] == ResultStatus.OPERATION_FAILED.value
+
+
+def test_id_placeholder_is_per_message(server: Server, instance: Instance) -> None:
+    """Create + Activate + Get without ids resolve to the batch's own object; the next message,
+    on the same or another connection, starts with no placeholder."""
+    with _connect(server, instance) as c:
+        resp = c.call(request([
+            (Operation.CREATE.value, _create_payload()),
+            (Operation.ACTIVATE.value, None),
+            (Operation.GET.value, None),
+        ]))
+        items = _results(resp)
+        assert [_status(b)[0] for b in items] == [ResultStatus.SUCCESS.value] * 3
+        uid = items[0].get(T.RESPONSE_PAYLOAD.value).value_of(T.UNIQUE_IDENTIFIER.value)
+        assert items[2].get(T.RESPONSE_PAYLOAD.value).value_of(T.UNIQUE_IDENTIFIER.value) == uid
+        bi = _results(c.call(request([(Operation.GET.value, None)])))[0]
+        assert _status(bi) == (ResultStatus.OPERATION_FAILED.value, ResultReason.MISSING_DATA.value)
+
+
+def test_batch_stops_at_first_failure_unless_continue(server: Server, instance: Instance) -> None:
+    bad_get = ttlv.struct_(T.REQUEST_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, "no-such-object")])
+    items = [(Operation.GET.value, bad_get), (Operation.QUERY.value, None)]
+    with _connect(server, instance) as c:
+        assert len(_results(c.call(request(items)))) == 1
+        out = _results(c.call(request(items, batch_error_option=enums.BatchErrorContinuationOption.CONTINUE.value)))
+        assert [_status(b)[0] for b in out] == [ResultStatus.OPERATION_FAILED.value, ResultStatus.SUCCESS.value]
+
+
+def test_two_clients_interleaving_batches_stay_isolated(server: Server, instance: Instance) -> None:
+    instance.client("alice")
+    instance.client("bob")
+    errors: list[str] = []
+    uids: dict[str, list[str]] = {"alice": [], "bob": []}
+
+    def run(name: str) -> None:
+        try:
+            with _connect(server, instance, name) as c:
+                for _ in range(25):
+                    # A batch whose second item relies on the placeholder the first one set...
+                    items = _results(c.call(request([
+                        (Operation.CREATE.value, _create_payload(f"{name}-key")),
+                        (Operation.GET_ATTRIBUTES.value, None),
+                    ])))
+                    uid = items[0].get(T.RESPONSE_PAYLOAD.value).value_of(T.UNIQUE_IDENTIFIER.value)
+                    if items[1].get(T.RESPONSE_PAYLOAD.value).value_of(T.UNIQUE_IDENTIFIER.value) != uid:
+                        errors.append(f"{name}: placeholder resolved to another object")
+                    uids[name].append(uid)
+                    # ...and a batch that has none must not inherit anyone's.
+                    bi = _results(c.call(request([(Operation.GET.value, None)])))[0]
+                    if _status(bi)[0] != ResultStatus.OPERATION_FAILED.value:
+                        errors.append(f"{name}: Get without id succeeded")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{name}: {exc!r}")
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("alice", "bob")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with _connect(server, instance, "bob") as c:
+        for uid in uids["alice"][:5]:
+            payload = ttlv.struct_(T.REQUEST_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, uid)])
+            bi = _results(c.call(request([(Operation.GET.value, payload)])))[0]
+            assert _status(bi) == (ResultStatus.OPERATION_FAILED.value, ResultReason.ITEM_NOT_FOUND.value)
+            assert uid not in (bi.value_of(T.RESULT_MESSAGE.value) or "")
+        located = _results(c.call(request([(Operation.LOCATE.value, None)])))[0]
+        seen = {u.value for u in located.get(T.RESPONSE_PAYLOAD.value).all(T.UNIQUE_IDENTIFIER.value)}
+        assert seen == set(uids["bob"])

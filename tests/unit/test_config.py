@@ -1,0 +1,67 @@
+"""Settings: typed, validated, paths relative to the file, environment overrides."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kmip_bridge.config import ConfigError, load
+
+BASE = {
+    "tls": {"ca": "pki/ca.pem", "cert": "pki/s.pem", "key": "/abs/s.key"},
+    "keyhsm": {"pin_file": "token/user.pin"},
+    "database": {"url": "sqlite:///data.db"},
+}
+
+
+def _write(tmp_path: Path, cfg: dict) -> Path:
+    p = tmp_path / "server.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_defaults_and_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KMIP_BRIDGE_DATABASE_URL", raising=False)
+    s = load(_write(tmp_path, BASE))
+    assert s.server.port == 5696 and s.server.host == "127.0.0.1"
+    assert s.tls.ca == tmp_path / "pki" / "ca.pem"
+    assert s.tls.key == Path("/abs/s.key")
+    assert s.database.url == f"sqlite:///{tmp_path}/data.db"
+    assert load(_write(tmp_path, BASE), port=7000).server.port == 7000
+
+
+def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = _write(tmp_path, BASE)
+    monkeypatch.setenv("KMIP_BRIDGE_DATABASE_URL", "postgresql://u@h/db")
+    monkeypatch.setenv("KMIP_BRIDGE_CONFIG", str(p))
+    s = load()
+    assert s.database.url == "postgresql://u@h/db"
+    monkeypatch.setenv("KMIP_BRIDGE_TOKEN_PIN", "1234")
+    assert s.keyhsm.read_pin() == "1234"
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("server", "port", 70000, "server.port: 70000 is not a TCP port"),
+        ("server", "workers", True, "server.workers: must be an integer"),
+        ("tls", "min_version", "1.1", "tls.min_version"),
+        ("logging", "format", "xml", "logging.format"),
+        ("database", "url", 5, "database.url: must be a string"),
+    ],
+)
+def test_errors_name_key(tmp_path: Path, section: str, key: str, value: object, message: str) -> None:
+    cfg = yaml.safe_load(yaml.safe_dump(BASE))
+    cfg.setdefault(section, {})[key] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(_write(tmp_path, cfg))
+
+
+def test_missing_pin_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KMIP_BRIDGE_TOKEN_PIN", raising=False)
+    s = load(_write(tmp_path, BASE))
+    with pytest.raises(ConfigError, match=r"keyhsm\.pin_file: cannot read"):
+        s.keyhsm.read_pin()
