@@ -14,7 +14,7 @@ from .config import Settings
 from .keyhsm import KeyHsm, TokenSettings
 from .operations.context import Services
 from .operations.dispatch import handle_message
-from .policy import Policy, identity_from_certificate
+from .policy import AccessDenied, Policy, identity_from_certificate
 from .policy.identity import Identity, IdentityError
 from .protocol import messages, ttlv
 from .protocol.errors import KmipError
@@ -44,6 +44,11 @@ def open_keyhsm(settings: Settings) -> KeyHsm:
     )
 
 
+def build_policy(settings: Settings) -> Policy:
+    p = settings.policy
+    return Policy(p.admin_group, p.directory, p.groups_from, p.require_known)
+
+
 class Session:
     def __init__(self, app: App, identity: Identity | None, refusal: str, peer: str) -> None:
         self._app = app
@@ -52,11 +57,18 @@ class Session:
         self._peer = peer
 
     def handle(self, data: bytes) -> bytes:
-        if self._identity is None:
+        identity, refusal = self._identity, self._refusal
+        if identity is not None:
+            try:  # per message, so that a reloaded identities.yaml applies to open connections
+                identity = self._app.services.policy.resolve(identity)
+            except AccessDenied as exc:
+                identity, refusal = None, str(exc)
+        if identity is None:
             message = ttlv.decode(data, self._app.limits)
-            error = KmipError(ResultReason.PERMISSION_DENIED, self._refusal)
+            error = KmipError(ResultReason.PERMISSION_DENIED, refusal)
+            log.info("request refused", extra={"peer": self._peer, "reason": refusal})
             return messages.error_response(messages.peek_version(message), error)
-        return handle_message(self._app.services, self._identity, self._peer, data, self._app.limits)
+        return handle_message(self._app.services, identity, self._peer, data, self._app.limits)
 
 
 class App:
@@ -77,7 +89,7 @@ class App:
             store.close()
             raise
         self.services = Services(
-            keyhsm=keyhsm, store=store, policy=Policy(admin_group=settings.policy.admin_group)
+            keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants
         )
         log.info("worker ready", extra={"pid": os.getpid()})
 
@@ -88,6 +100,10 @@ class App:
             log.info("client refused", extra={"peer": peer, "reason": str(exc)})
             return Session(self, None, f"client certificate refused: {exc}", peer)
         return Session(self, identity, "", peer)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read policies and identities (TLS material needs a restart for now)."""
+        self.services.policy.reload()
 
     def close(self) -> None:
         self.services.keyhsm.close()

@@ -53,6 +53,8 @@ class KeyHsmSettings:
     kek_refresh_seconds: float = 5.0
     session_pool_size: int = 8
     lock_file: Path | None = None
+    # group -> KEK name: objects created by members are sealed under that tenant's KEK
+    tenants: dict[str, str] = field(default_factory=dict)
 
     def read_pin(self) -> str:
         env = os.environ.get("KMIP_BRIDGE_TOKEN_PIN")
@@ -79,6 +81,9 @@ class DatabaseSettings:
 @dataclass(frozen=True)
 class PolicySettings:
     admin_group: str = "admin"
+    directory: Path | None = None  # policies/*.yaml and identities.yaml; None: built-in default
+    groups_from: str = "ou"  # ou (certificate OUs) | map (identities.yaml) | both
+    require_known: bool = False  # refuse identities not listed in identities.yaml
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ class Settings:
         return self.path.parent
 
 
-_PATH_KEYS = {"ca", "cert", "key", "pin_file", "softhsm2_conf", "lock_file"}
+_PATH_KEYS = {"ca", "cert", "key", "pin_file", "softhsm2_conf", "lock_file", "directory"}
 
 
 def _build(cls: type, section: str, raw: Any, base: Path) -> Any:
@@ -131,6 +136,16 @@ def _build(cls: type, section: str, raw: Any, base: Path) -> Any:
                 raise ConfigError(f"{key}: must be a path string")
             p = Path(value).expanduser()
             kwargs[name] = p if p.is_absolute() else (base / p)
+        elif expected.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{key}: must be true or false, got {value!r}")
+            kwargs[name] = value
+        elif expected.startswith("dict"):
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise ConfigError(f"{key}: must be a mapping of names to names")
+            kwargs[name] = dict(value)
         elif expected.startswith("int"):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{key}: must be an integer, got {value!r}")
@@ -172,6 +187,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("tls.min_version: must be \"1.2\" or \"1.3\"")
     if settings.keyhsm.kek_kind not in KEK_KINDS:
         raise ConfigError(f"keyhsm.kek_kind: must be one of {', '.join(KEK_KINDS)}")
+    if settings.policy.groups_from not in ("ou", "map", "both"):
+        raise ConfigError("policy.groups_from: must be ou, map or both")
     if settings.logging.format not in ("json", "text"):
         raise ConfigError("logging.format: must be json or text")
     if settings.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -46,7 +46,7 @@ def _default_config(port: int, database_url: str | None, kek_kind: str) -> dict:
             "kek_kind": kek_kind,
         },
         "database": {"url": database_url or "sqlite:///kmip-bridge.db"},
-        "policy": {"admin_group": "admin"},
+        "policy": {"admin_group": "admin", "directory": "policies"},
         "logging": {"level": "INFO", "format": "json"},
     }
 
@@ -78,6 +78,23 @@ def _init_token(token_dir: Path) -> Path:
         if result.returncode != 0:
             raise InitError(f"softhsm2-util --init-token failed: {result.stderr.strip()}")
     return conf
+
+
+SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+
+
+def _copy_policies(target: Path) -> None:
+    """The shipped policies/ (or the built-in default when installed without them)."""
+    if target.exists():
+        return
+    target.mkdir(parents=True)
+    shipped = sorted(SHIPPED_POLICIES.glob("*.yaml")) if SHIPPED_POLICIES.is_dir() else []
+    for src in shipped:
+        shutil.copyfile(src, target / src.name)
+    if not shipped:
+        (target / "default.yaml").write_text(
+            "policy: default\nrules:\n  - groups: ['*']\n    operations: ['*']\n    scope: owner\n"
+        )
 
 
 def ensure_client(settings: Settings, name: str, groups: tuple[str, ...] = ()) -> Path:
@@ -135,6 +152,9 @@ def init_instance(
             server=True, hosts=("localhost", "127.0.0.1", "::1"),
         )
     os.chmod(pki_dir, 0o700)
+
+    if settings.policy.directory is not None:
+        _copy_policies(settings.policy.directory)
 
     if settings.keyhsm.softhsm2_conf is not None:
         _init_token(settings.keyhsm.softhsm2_conf.parent)

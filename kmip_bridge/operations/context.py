@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from kmip.core.enums import ResultReason
@@ -22,6 +23,8 @@ class Services:
     keyhsm: KeyHsm
     store: Store
     policy: Policy
+    # group -> KEK name for tenants with their own KEK
+    tenant_keks: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -34,6 +37,15 @@ class RequestContext:
     peer: str
     version: tuple[int, int] = (1, 0)
     id_placeholder: str | None = None
+    operation: int | None = None  # of the batch item being processed
+
+    def kek_for_identity(self) -> str | None:
+        """The tenant KEK of the caller's groups (first by name), or None for the default KEK."""
+        for group in sorted(self.identity.groups):
+            kek = self.services.tenant_keks.get(group)
+            if kek is not None:
+                return kek
+        return None
 
     @property
     def v2(self) -> bool:

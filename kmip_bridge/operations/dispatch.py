@@ -82,6 +82,7 @@ def run_item(ctx: RequestContext, item: BatchItem) -> Result:
         result = Result.failure(item, error)
     else:
         payload = item.payload or Item(T.REQUEST_PAYLOAD.value, Type.STRUCTURE, [])
+        ctx.operation = item.operation
         try:
             out = handler(ctx, payload)
             result = Result(item.operation, item.unique_batch_item_id, payload=out)

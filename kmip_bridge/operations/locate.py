@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kmip.core.enums import ResultReason
+from kmip.core.enums import Operation, ResultReason
 from kmip.core.enums import Tags as T
 
 from ..protocol import attributes as wire
@@ -39,14 +39,28 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
                     ResultReason.FEATURE_NOT_SUPPORTED, f"Locate cannot match on '{c.name}'"
                 )
             filters.append((c.name, key))
-    uids = ctx.services.store.locate(
-        owner=ctx.services.policy.owner_filter(ctx.identity),
+    offset = offset if isinstance(offset, int) else 0
+    limit = maximum if isinstance(maximum, int) else None
+    policy = ctx.services.policy
+    scope = policy.locate_scope(ctx.identity)
+    rows = ctx.services.store.locate(
+        owner=scope.owner,
+        other_types=scope.other_types,
         object_type=object_type,  # type: ignore[arg-type]
         state=state,  # type: ignore[arg-type]
         attribute_filters=filters,
-        offset=offset if isinstance(offset, int) else 0,
-        limit=maximum if isinstance(maximum, int) else None,
+        offset=offset if scope.exact else 0,
+        limit=limit if scope.exact else None,
     )
+    if not scope.exact:
+        # Per-object policies can hide candidates, so paging happens after filtering.
+        rows = [
+            r for r in rows
+            if policy.visible(ctx.identity, r.object_type, r.owner, r.policy)
+            and policy.allowed(ctx.identity, Operation.LOCATE.value, r.object_type, r.owner, r.policy)
+        ]
+        rows = rows[offset:] if limit is None else rows[offset : offset + limit]
+    uids = [r.uid for r in rows]
     if len(uids) == 1:
         ctx.id_placeholder = uids[0]
     body = [ttlv.text(T.UNIQUE_IDENTIFIER, u) for u in uids]

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
-from kmip.core.enums import ObjectType, ResultReason, State
+from kmip.core.enums import ObjectType, Operation, ResultReason, State
 from kmip.core.enums import Tags as T
 
 from ..keyhsm import Sealed
@@ -133,12 +133,44 @@ def target_uid(ctx: RequestContext, payload: Item | None) -> str:
 
 
 def load_visible(ctx: RequestContext, uid: str) -> ObjectRow:
-    """The object, if it exists and the caller may see it; otherwise the same 'not found' as for
-    an object that does not exist, so ids of other tenants are not revealed."""
+    """The object, if it exists and the caller may see it (otherwise the same 'not found' as for
+    an object that does not exist, so ids of other tenants are not revealed), and if the current
+    operation is permitted on it (otherwise Permission Denied)."""
+    policy = ctx.services.policy
     row = ctx.services.store.load_object(uid)
-    if row is None or not ctx.services.policy.can_access(ctx.identity, row.owner):
+    if row is None or not policy.visible(ctx.identity, row.object_type, row.owner, row.policy):
         raise not_found()
+    if ctx.operation is not None and not policy.allowed(
+        ctx.identity, ctx.operation, row.object_type, row.owner, row.policy
+    ):
+        raise KmipError(ResultReason.PERMISSION_DENIED, f"{_op_name(ctx.operation)} is not permitted on this object")
     return row
+
+
+def _op_name(operation: int) -> str:
+    try:
+        return "".join(w.title() for w in Operation(operation).name.split("_"))
+    except ValueError:
+        return "this operation"
+
+
+def authorize_new(ctx: RequestContext, object_type: int, attrs: list[Attribute]) -> str:
+    """Checks the caller may create such an object; returns its Operation Policy Name."""
+    policy_name = "default"
+    for a in attrs:
+        if a.name == "Operation Policy Name":
+            if not isinstance(a.value.value, str):
+                raise KmipError(ResultReason.INVALID_FIELD, "Operation Policy Name must be text")
+            policy_name = a.value.value
+    if policy_name not in ctx.services.policy.policy_names():
+        raise KmipError(ResultReason.INVALID_FIELD, f"unknown Operation Policy Name '{policy_name}'")
+    if ctx.operation is not None and not ctx.services.policy.allowed(
+        ctx.identity, ctx.operation, object_type, None, policy_name
+    ):
+        raise KmipError(
+            ResultReason.PERMISSION_DENIED, f"{_op_name(ctx.operation)} of this object type is not permitted"
+        )
+    return policy_name
 
 
 def _aad_context(object_type: int) -> str:
@@ -169,8 +201,11 @@ def insert_new(
     state: int = State.PRE_ACTIVE.value,
 ) -> str:
     """Seals and stores a new object with its attributes in one transaction."""
+    policy_name = authorize_new(ctx, object_type, attrs)
     uid = str(uuid.uuid4())
-    sealed = ctx.services.keyhsm.seal(uid, ttlv.encode(obj), _aad_context(object_type))
+    sealed = ctx.services.keyhsm.seal(
+        uid, ttlv.encode(obj), _aad_context(object_type), kek_name=ctx.kek_for_identity()
+    )
     t = now()
     stamp = [
         Attribute("Initial Date", value_item(Type.DATE_TIME, t)),
@@ -184,6 +219,7 @@ def insert_new(
         state=state,
         owner=ctx.identity.name,
         created_at=time.time_ns() // 1000,
+        policy=policy_name,
         kek_label=sealed.kek_label,
         kek_kind=sealed.kek_kind,
         nonce=sealed.nonce,

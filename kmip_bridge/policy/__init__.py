@@ -2,6 +2,7 @@
 material."""
 
 from .identity import Identity, identity_from_certificate
-from .policy import Policy
+from .policy import AccessDenied, LocateScope, Policy
+from .rules import PolicyError
 
-__all__ = ["Identity", "Policy", "identity_from_certificate"]
+__all__ = ["AccessDenied", "Identity", "LocateScope", "Policy", "PolicyError", "identity_from_certificate"]

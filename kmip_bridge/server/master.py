@@ -86,6 +86,16 @@ def serve(opts: ServeOptions, tls: ssl.SSLContext, factory: Callable[[], Applica
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     workers: dict[int, int] = {}
+    alive: set[int] = set()
+
+    def forward_hup(*_: object) -> None:
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGHUP, forward_hup)
     for _ in range(n):
         pid, fd = _spawn(listener, tls, factory, opts, per_worker)
         workers[pid] = fd
@@ -96,7 +106,7 @@ def serve(opts: ServeOptions, tls: ssl.SSLContext, factory: Callable[[], Applica
         return 1
     port = listener.getsockname()[1]
     log.info("ready", extra={"host": opts.host, "port": port, "workers": n})
-    alive = set(workers)
+    alive.update(workers)
     while not stopping:
         time.sleep(0.2)
         try:

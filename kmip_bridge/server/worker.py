@@ -43,6 +43,17 @@ class InFlightCounter:
             return self._cond.wait_for(lambda: self._n == 0, timeout)
 
 
+def _reload(app: Application) -> None:
+    reload = getattr(app, "reload", None)
+    if reload is None:
+        return
+    try:
+        reload()
+        log.info("reloaded")
+    except Exception as exc:  # noqa: BLE001 - a bad reload keeps the old configuration
+        log.error("reload failed; keeping the previous configuration", extra={"error": str(exc)})
+
+
 def run_worker(
     listener: socket.socket,
     tls: ssl.SSLContext,
@@ -59,8 +70,10 @@ def run_worker(
         return 3
     report("ok")
     stopping = threading.Event()
+    reload_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
     slots = threading.BoundedSemaphore(max_connections)
     in_flight = InFlightCounter()
     listener.setblocking(False)
@@ -74,6 +87,9 @@ def run_worker(
             slots.release()
 
     while not stopping.is_set():
+        if reload_requested.is_set():
+            reload_requested.clear()
+            _reload(app)
         if not sel.select(timeout=0.5):
             continue
         try:

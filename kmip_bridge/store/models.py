@@ -29,6 +29,8 @@ objects = Table(
     Column("state", Integer, nullable=False),
     Column("owner", String(255), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # Operation Policy Name: selects the policy that governs access to the object.
+    Column("policy", String(128), nullable=False, default="default"),
     # Optimistic concurrency: every update bumps it and checks the old value.
     Column("row_version", Integer, nullable=False, default=1),
     # The sealed envelope; all NULL once the object is destroyed.

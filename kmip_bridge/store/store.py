@@ -41,6 +41,7 @@ class ObjectRow:
     state: int
     owner: str
     created_at: int
+    policy: str = "default"
     row_version: int = 1
     kek_label: str | None = None
     kek_kind: str | None = None
@@ -52,6 +53,14 @@ class ObjectRow:
     @property
     def has_material(self) -> bool:
         return self.ciphertext is not None
+
+
+@dataclass(frozen=True)
+class LocatedRow:
+    uid: str
+    owner: str
+    object_type: int
+    policy: str
 
 
 _OBJECT_COLUMNS = [c.name for c in objects.columns]
@@ -181,16 +190,26 @@ class Store:
         self,
         *,
         owner: str | None,
+        other_types: frozenset[int] | None = frozenset(),
         object_type: int | None = None,
         state: int | None = None,
         attribute_filters: Sequence[tuple[str, str]] = (),
         offset: int = 0,
         limit: int | None = None,
-    ) -> list[str]:
-        """Object ids matching every criterion, newest first. ``owner`` None means any owner."""
-        query = sa.select(objects.c.uid)
-        if owner is not None:
-            query = query.where(objects.c.owner == owner)
+    ) -> list[LocatedRow]:
+        """Objects matching every criterion, newest first.
+
+        Scope: objects of ``owner`` plus objects of any owner whose type is in ``other_types``
+        (``owner`` None or ``other_types`` None: every owner).
+        """
+        query = sa.select(objects.c.uid, objects.c.owner, objects.c.object_type, objects.c.policy)
+        if owner is not None and other_types is not None:
+            if other_types:
+                query = query.where(
+                    sa.or_(objects.c.owner == owner, objects.c.object_type.in_(sorted(other_types)))
+                )
+            else:
+                query = query.where(objects.c.owner == owner)
         if object_type is not None:
             query = query.where(objects.c.object_type == object_type)
         if state is not None:
@@ -207,7 +226,7 @@ class Store:
         if limit is not None:
             query = query.limit(limit)
         with self._connect() as conn:
-            return [r.uid for r in conn.execute(query)]
+            return [LocatedRow(r.uid, r.owner, r.object_type, r.policy) for r in conn.execute(query)]
 
     def count_by_kek(self) -> dict[str, int]:
         query = (
