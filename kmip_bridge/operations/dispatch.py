@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 
 from kmip.core.enums import BatchErrorContinuationOption, Operation, ResultReason, ResultStatus
 from kmip.core.enums import Tags as T
+from sqlalchemy.exc import DBAPIError
 
 from .. import keyhsm
 from ..protocol import messages, ttlv
@@ -19,7 +21,7 @@ from ..protocol.errors import KmipError
 from ..protocol.messages import BatchItem, Request, Response, Result
 from ..protocol.ttlv import Item, Type
 from ..store import ConcurrentUpdate, StoreUnavailable
-from . import attributes, create, get, lifecycle, locate, query, register
+from . import attributes, create, get, interop, lifecycle, locate, query, register
 from .context import RequestContext, Services
 
 log = logging.getLogger("kmip_bridge.operations")
@@ -39,6 +41,8 @@ HANDLERS: dict[int, Handler] = {
     Operation.DESTROY.value: lifecycle.destroy,
     Operation.QUERY.value: query.query,
     Operation.DISCOVER_VERSIONS.value: query.discover_versions,
+    Operation.INTEROP.value: interop.interop,
+    Operation.LOG.value: interop.log_message,
 }
 
 
@@ -64,6 +68,8 @@ def to_kmip_error(exc: Exception) -> KmipError:
         return KmipError(ResultReason.GENERAL_FAILURE, f"key HSM unavailable: {exc}")
     if isinstance(exc, StoreUnavailable):
         return KmipError(ResultReason.GENERAL_FAILURE, str(exc))
+    if isinstance(exc, DBAPIError):
+        return KmipError(ResultReason.GENERAL_FAILURE, "database unavailable")
     if isinstance(exc, ConcurrentUpdate):
         return KmipError(ResultReason.GENERAL_FAILURE, str(exc))
     if isinstance(exc, (TypeError, ValueError, AttributeError, KeyError, IndexError)):
@@ -110,18 +116,50 @@ def run_item(ctx: RequestContext, item: BatchItem) -> Result:
     return result
 
 
+class _UndoBatch(Exception):
+    pass
+
+
 def process(ctx: RequestContext, request: Request) -> Response:
     response = Response(
         version=request.version,
         client_correlation_value=request.client_correlation_value,
+        server_correlation_value=uuid.uuid4().hex[:16] if request.version >= (2, 0) else None,
     )
-    stop_on_error = request.batch_error_option != BatchErrorContinuationOption.CONTINUE.value
+    option = request.batch_error_option
+    if option == BatchErrorContinuationOption.UNDO.value:
+        # The whole batch is one transaction; a failure rolls back what earlier items did.
+        try:
+            with ctx.services.store.unit_of_work():
+                for item in request.batch_items:
+                    result = run_item(ctx, item)
+                    response.results.append(result)
+                    if result.status != ResultStatus.SUCCESS.value:
+                        raise _UndoBatch()
+        except _UndoBatch:
+            for done in response.results[:-1]:
+                done.status = ResultStatus.OPERATION_UNDONE.value
+        return response
+    stop_on_error = option != BatchErrorContinuationOption.CONTINUE.value
     for item in request.batch_items:
         result = run_item(ctx, item)
         response.results.append(result)
         if result.status != ResultStatus.SUCCESS.value and stop_on_error:
             break
     return response
+
+
+def _fit(response: Response, limit: int | None) -> bytes:
+    """Encodes the response; over the client's Maximum Response Size, every item is refused."""
+    data = ttlv.encode(messages.build_response(response))
+    if limit is not None and len(data) > limit:
+        error = KmipError(ResultReason.RESPONSE_TOO_LARGE, f"the response ({len(data)} bytes) exceeds {limit} bytes")
+        response.results = [
+            Result.failure(BatchItem(r.operation or 0, r.unique_batch_item_id, None), error)
+            for r in response.results
+        ]
+        data = ttlv.encode(messages.build_response(response))
+    return data
 
 
 def handle_message(
@@ -142,5 +180,4 @@ def handle_message(
         )
         return messages.error_response((1, 0), error)
     ctx = RequestContext(services=services, identity=identity, peer=peer, version=request.version)  # type: ignore[arg-type]
-    response = process(ctx, request)
-    return ttlv.encode(messages.build_response(response))
+    return _fit(process(ctx, request), request.maximum_response_size)

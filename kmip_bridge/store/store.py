@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .models import attributes, objects
@@ -241,12 +243,32 @@ class Store:
         with self._connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    @contextmanager
+    def unit_of_work(self) -> Iterator[None]:
+        """Runs every store call inside the block in one transaction: committed if the block
+        completes, rolled back if it raises (KMIP's batch 'Undo' continuation option)."""
+        if _TX.get() is not None:
+            yield
+            return
+        with self._begin() as conn:
+            token = _TX.set(conn)
+            try:
+                yield
+            finally:
+                _TX.reset(token)
+
     # -- plumbing -------------------------------------------------------------------------------
     def _connect(self):  # type: ignore[no-untyped-def]
-        return _Guard(self.engine.connect)
+        conn = _TX.get()
+        return nullcontext(conn) if conn is not None else _Guard(self.engine.connect)
 
     def _begin(self):  # type: ignore[no-untyped-def]
-        return _Guard(self.engine.begin)
+        conn = _TX.get()
+        return nullcontext(conn) if conn is not None else _Guard(self.engine.begin)
+
+
+# The connection of an open unit of work; a ContextVar is private to each thread.
+_TX: ContextVar[Connection | None] = ContextVar("kmip_bridge_store_tx", default=None)
 
 
 class _Guard:

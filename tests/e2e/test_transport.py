@@ -207,3 +207,38 @@ def test_two_clients_interleaving_batches_stay_isolated(server: Server, instance
         located = _results(c.call(request([(Operation.LOCATE.value, None)])))[0]
         seen = {u.value for u in located.get(T.RESPONSE_PAYLOAD.value).all(T.UNIQUE_IDENTIFIER.value)}
         assert seen == set(uids["bob"])
+
+
+def test_batch_undo_rolls_back_earlier_items(server: Server, instance: Instance) -> None:
+    bad_get = ttlv.struct_(T.REQUEST_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, "no-such-object")])
+    items = [
+        (Operation.CREATE.value, _create_payload("undo-probe")),
+        (Operation.ACTIVATE.value, None),
+        (Operation.GET.value, bad_get),
+    ]
+    undo = enums.BatchErrorContinuationOption.UNDO.value
+    with _connect(server, instance) as c:
+        out = _results(c.call(request(items, version=(2, 1), batch_error_option=undo)))
+        assert [_status(b)[0] for b in out] == [ResultStatus.OPERATION_UNDONE.value] * 2 + [
+            ResultStatus.OPERATION_FAILED.value]
+        uid = out[0].get(T.RESPONSE_PAYLOAD.value).value_of(T.UNIQUE_IDENTIFIER.value)
+        get = ttlv.struct_(T.REQUEST_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, uid)])
+        assert _status(_results(c.call(request([(Operation.GET.value, get)])))[0]) == (
+            ResultStatus.OPERATION_FAILED.value, ResultReason.ITEM_NOT_FOUND.value)
+        # The same batch without the failing item commits both.
+        out = _results(c.call(request(items[:2], version=(2, 1), batch_error_option=undo)))
+        assert [_status(b)[0] for b in out] == [ResultStatus.SUCCESS.value] * 2
+
+
+def test_maximum_response_size_and_server_correlation(server: Server, instance: Instance) -> None:
+    query = ttlv.struct_(T.REQUEST_PAYLOAD, [ttlv.enum(T.QUERY_FUNCTION, enums.QueryFunction.QUERY_OPERATIONS)])
+    msg = request([(Operation.QUERY.value, query)], version=(2, 1))
+    header = msg.value[0]
+    header.value.insert(1, ttlv.integer(T.MAXIMUM_RESPONSE_SIZE, 64))
+    with _connect(server, instance) as c:
+        response = c.call(msg)
+        assert _status(_results(response)[0]) == (
+            ResultStatus.OPERATION_FAILED.value, ResultReason.RESPONSE_TOO_LARGE.value)
+        assert response.get(T.RESPONSE_HEADER.value).value_of(T.SERVER_CORRELATION_VALUE.value)
+        header.value[1] = ttlv.integer(T.MAXIMUM_RESPONSE_SIZE, 100_000)
+        assert _status(_results(c.call(msg))[0])[0] == ResultStatus.SUCCESS.value
