@@ -10,8 +10,11 @@ import os
 
 from kmip.core.enums import ResultReason
 
+from .audit import AuditLog
 from .config import Settings
 from .keyhsm import KeyHsm, TokenSettings
+from .keyhsm.remote import RemoteKeyHsm
+from .operations import auditing
 from .operations.context import Services
 from .operations.dispatch import handle_message
 from .policy import AccessDenied, Policy, identity_from_certificate
@@ -44,6 +47,16 @@ def open_keyhsm(settings: Settings) -> KeyHsm:
     )
 
 
+def build_keyhsm(settings: Settings) -> KeyHsm | RemoteKeyHsm:
+    """keyhsm.mode socket: the 'kmip-bridge keyhsm serve' process holds the token (this process
+    loads no PKCS#11 module and reads no PIN); inprocess: this process opens the token itself."""
+    k = settings.keyhsm
+    if k.mode == "socket":
+        assert k.socket is not None  # config.load sets the default
+        return RemoteKeyHsm(k.socket, k.kek, pool_size=k.session_pool_size)
+    return open_keyhsm(settings)
+
+
 def build_policy(settings: Settings) -> Policy:
     p = settings.policy
     return Policy(p.admin_group, p.directory, p.groups_from, p.require_known)
@@ -67,6 +80,7 @@ class Session:
             message = ttlv.decode(data, self._app.limits)
             error = KmipError(ResultReason.PERMISSION_DENIED, refusal)
             log.info("request refused", extra={"peer": self._peer, "reason": refusal})
+            auditing.refused(self._app.services, self._identity.name if self._identity else None, self._peer, refusal)
             return messages.error_response(messages.peek_version(message), error)
         return handle_message(self._app.services, identity, self._peer, data, self._app.limits)
 
@@ -82,14 +96,16 @@ class App:
                 raise RuntimeError(
                     "database schema is not current: run 'kmip-bridge db upgrade --config FILE'"
                 )
-            keyhsm = open_keyhsm(settings)
+            keyhsm = build_keyhsm(settings)
             keyhsm.check()
             keyhsm.current_kek()
         except Exception:
             store.close()
             raise
+        audit = AuditLog(settings.audit.path) if settings.audit.enabled and settings.audit.path else None
         self.services = Services(
-            keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants
+            keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants,
+            audit=audit,
         )
         log.info("worker ready", extra={"pid": os.getpid()})
 
@@ -108,3 +124,5 @@ class App:
     def close(self) -> None:
         self.services.keyhsm.close()
         self.services.store.close()
+        if self.services.audit is not None:
+            self.services.audit.close()

@@ -1,4 +1,4 @@
-"""Command line: kmip-bridge init | serve | certs | keyhsm | db."""
+"""Command line: kmip-bridge init | serve | certs | keyhsm | db | audit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from . import logs
-from .config import KEK_KINDS, ConfigError, Settings, load
+from .config import KEK_KINDS, ConfigError, Settings, config_warnings, load
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -17,6 +17,8 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kmip-bridge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("conformance", help="replay OASIS KMIP test vectors against a server (--help for options)")
+    sub.add_parser("bench", help="benchmark against a server, or side by side with stock PyKMIP (--help)")
 
     p = sub.add_parser("init", help="create (or complete) a self-contained instance in DIR")
     p.add_argument("--dir", required=True, type=Path)
@@ -49,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     c = kh.add_parser("revoke", help="destroy KEK LABEL (NAME-vN, or NAME for every version)")
     c.add_argument("label")
     _config_arg(c)
+    c = kh.add_parser("serve", help="run the Key HSM as a local service on keyhsm.socket (for keyhsm.mode: socket)")
+    _config_arg(c)
+
+    p = sub.add_parser("audit", help="the hash-chained audit log")
+    au = p.add_subparsers(dest="audit_command", required=True)
+    c = au.add_parser("verify", help="check the chain; exit 0 if intact, 1 at the first broken record")
+    c.add_argument("--file", type=Path, help="audit file to check (default: audit.path of the config)")
+    _config_arg(c)
 
     p = sub.add_parser("db", help="database maintenance")
     db = p.add_subparsers(dest="db_command", required=True)
@@ -69,6 +79,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load(args.config, port=args.port)
     logs.setup(settings.logging.level, settings.logging.format)
+    _warn(settings)
     from .app import App
     from .server.connection import Limits
     from .server.master import ServeOptions, serve
@@ -94,11 +105,37 @@ def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_keyhsm(args: argparse.Namespace, settings: Settings) -> int:
+def _warn(settings: Settings) -> None:
+    import logging
+
+    for warning in config_warnings(settings):
+        logging.getLogger("kmip_bridge.config").warning(warning)
+
+
+def cmd_keyhsm_serve(settings: Settings) -> int:
+    logs.setup(settings.logging.level, settings.logging.format)
+    _warn(settings)
     from .app import open_keyhsm
+    from .keyhsm import service
+
+    assert settings.keyhsm.socket is not None  # config.load sets the default
+    hsm = open_keyhsm(settings)
+    try:
+        hsm.check()
+        hsm.current_kek()
+        return service.run(hsm, settings.keyhsm.socket, settings.server.drain_timeout)
+    finally:
+        hsm.close()
+
+
+def cmd_keyhsm(args: argparse.Namespace, settings: Settings) -> int:
+    from .app import build_keyhsm
     from .store import Store
 
-    hsm = open_keyhsm(settings)
+    if args.keyhsm_command == "serve":
+        return cmd_keyhsm_serve(settings)
+    # keyhsm.mode socket: through the service, which holds the token login (no PIN needed here).
+    hsm = build_keyhsm(settings)
     try:
         if args.keyhsm_command == "list":
             store = Store(settings.database.url, pool_size=1)
@@ -145,7 +182,38 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from .audit import verify
+
+    path = args.file or settings.audit.path
+    try:
+        verdict = verify(path)
+    except OSError as exc:
+        print(f"audit log {path}: cannot read ({exc.strerror})", file=sys.stderr)
+        return 1
+    if verdict.intact:
+        print(f"audit log {path}: intact, {verdict.records} records, head {verdict.head}")
+        return 0
+    print(
+        f"audit log {path}: broken at line {verdict.broken_line}: {verdict.reason} "
+        f"({verdict.records} records intact before it)"
+    )
+    return 1
+
+
+# Tools with their own argument parsers: `kmip-bridge conformance ...` / `kmip-bridge bench ...`.
+PASSTHROUGH = {
+    "conformance": "kmip_bridge.conformance.runner",
+    "bench": "kmip_bridge.bench",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASSTHROUGH:
+        import importlib
+
+        return int(importlib.import_module(PASSTHROUGH[argv[0]]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "init":
@@ -153,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return cmd_serve(args)
         settings = load(args.config)
-        handler = {"certs": cmd_certs, "keyhsm": cmd_keyhsm, "db": cmd_db}[args.command]
+        handler = {"certs": cmd_certs, "keyhsm": cmd_keyhsm, "db": cmd_db, "audit": cmd_audit}[args.command]
         return handler(args, settings)
     except ConfigError as exc:
         print(f"kmip-bridge: config error: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ Relative paths resolve against the config file's folder. ``KMIP_BRIDGE_DATABASE_
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import yaml
 
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 KEK_KINDS = ("aes-kwp", "rsa-oaep")
+KEYHSM_MODES = ("inprocess", "socket")
 
 
 class ConfigError(ValueError):
@@ -55,6 +56,10 @@ class KeyHsmSettings:
     lock_file: Path | None = None
     # group -> KEK name: objects created by members are sealed under that tenant's KEK
     tenants: dict[str, str] = field(default_factory=dict)
+    # inprocess: each worker opens the token itself; socket: workers talk to 'kmip-bridge keyhsm
+    # serve' on a Unix socket and never load the PKCS#11 module or read the PIN
+    mode: str = "inprocess"
+    socket: Path | None = None  # default: keyhsm.sock next to the config file
 
     def read_pin(self) -> str:
         env = os.environ.get("KMIP_BRIDGE_TOKEN_PIN")
@@ -87,6 +92,12 @@ class PolicySettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    enabled: bool = True
+    path: Path | None = None  # default: audit.jsonl next to the config file
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     level: str = "INFO"
     format: str = "json"
@@ -101,13 +112,14 @@ class Settings:
     database: DatabaseSettings
     policy: PolicySettings = field(default_factory=PolicySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def instance_dir(self) -> Path:
         return self.path.parent
 
 
-_PATH_KEYS = {"ca", "cert", "key", "pin_file", "softhsm2_conf", "lock_file", "directory"}
+_PATH_KEYS = {"ca", "cert", "key", "pin_file", "softhsm2_conf", "lock_file", "directory", "path", "socket"}
 
 
 def _build(cls: type, section: str, raw: Any, base: Path) -> Any:
@@ -189,6 +201,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"keyhsm.kek_kind: must be one of {', '.join(KEK_KINDS)}")
     if settings.policy.groups_from not in ("ou", "map", "both"):
         raise ConfigError("policy.groups_from: must be ou, map or both")
+    if settings.keyhsm.mode not in KEYHSM_MODES:
+        raise ConfigError(f"keyhsm.mode: must be one of {', '.join(KEYHSM_MODES)}")
+    if settings.keyhsm.socket is not None and len(os.fsencode(settings.keyhsm.socket)) > 107:
+        raise ConfigError("keyhsm.socket: path too long for a Unix socket (at most 107 bytes)")
     if settings.logging.format not in ("json", "text"):
         raise ConfigError("logging.format: must be json or text")
     if settings.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -210,7 +226,7 @@ def load(path: str | os.PathLike[str] | None = None, port: int | None = None) ->
         raise ConfigError(f"{cfg_path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{cfg_path}: must be a YAML mapping of sections")
-    sections = {"server", "tls", "keyhsm", "database", "policy", "logging"}
+    sections = {"server", "tls", "keyhsm", "database", "policy", "logging", "audit"}
     unknown = sorted(set(raw) - sections)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (expected {', '.join(sorted(sections))})")
@@ -229,8 +245,10 @@ def load(path: str | os.PathLike[str] | None = None, port: int | None = None) ->
         database=_build(DatabaseSettings, "database", db_raw, base),
         policy=_build(PolicySettings, "policy", raw.get("policy"), base),
         logging=_build(LoggingSettings, "logging", raw.get("logging"), base),
+        audit=_build(AuditSettings, "audit", raw.get("audit"), base),
     )
     settings = _resolve_sqlite(settings, base)
+    settings = _instance_defaults(settings, base)
     _check(settings)
     return settings
 
@@ -244,3 +262,32 @@ def _resolve_sqlite(settings: Settings, base: Path) -> Settings:
         db = DatabaseSettings(url=url, pool_size=settings.database.pool_size)
         return Settings(**{**settings.__dict__, "database": db})
     return settings
+
+
+def _instance_defaults(settings: Settings, base: Path) -> Settings:
+    """Files that live in the instance unless configured: the audit log and the Key HSM socket."""
+    audit, keyhsm = settings.audit, settings.keyhsm
+    if audit.path is None:
+        audit = replace(audit, path=base / "audit.jsonl")
+    if keyhsm.socket is None:
+        keyhsm = replace(keyhsm, socket=base / "keyhsm.sock")
+    return replace(settings, audit=audit, keyhsm=keyhsm)
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """Insecure but accepted settings, for a startup warning in the log (never the secret itself)."""
+    out = []
+    k = settings.keyhsm
+    if k.pin is not None:
+        out.append(
+            "keyhsm.pin: the token PIN is written in the config file; move it to a 0600 pin_file "
+            "or KMIP_BRIDGE_TOKEN_PIN"
+        )
+    if k.pin_file is not None and not os.environ.get("KMIP_BRIDGE_TOKEN_PIN"):
+        try:
+            mode = k.pin_file.stat().st_mode
+        except OSError:
+            mode = 0
+        if mode & 0o077:
+            out.append(f"keyhsm.pin_file: {k.pin_file} is readable by others (mode {mode & 0o777:o}); chmod 600 it")
+    return out

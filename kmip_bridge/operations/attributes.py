@@ -7,12 +7,31 @@ from kmip.core.enums import Tags as T
 from ..protocol import attributes as wire
 from ..protocol import ttlv
 from ..protocol.attributes import Attribute
-from ..protocol.ttlv import Item, Type
+from ..protocol.ttlv import Item
 from . import objects
 from .context import RequestContext
 
+# Attributes added by later KMIP versions are not shown to clients speaking an earlier one.
+SINCE: dict[str, tuple[int, int]] = {
+    "Random Number Generator": (1, 3),
+    "Original Creation Date": (1, 3),
+    "Sensitive": (1, 4),
+    "Always Sensitive": (1, 4),
+    "Extractable": (1, 4),
+    "Never Extractable": (1, 4),
+    "Short Unique Identifier": (2, 0),
+    "Key Format Type": (2, 0),
+    "Protection Storage Mask": (2, 0),
+    "Certificate Subject CN": (2, 0),
+    "Certificate Issuer CN": (2, 0),
+}
+
 
 def all_attributes(ctx: RequestContext, uid: str, names: list[str] | None = None) -> list[Attribute]:
+    return [a for a in _all_attributes(ctx, uid, names) if SINCE.get(a.name, (1, 0)) <= ctx.version]
+
+
+def _all_attributes(ctx: RequestContext, uid: str, names: list[str] | None = None) -> list[Attribute]:
     row = objects.load_visible(ctx, uid)
     attrs = objects.row_attributes(row)
     if names:
@@ -20,6 +39,9 @@ def all_attributes(ctx: RequestContext, uid: str, names: list[str] | None = None
         stored = [n for n in names if n not in objects.ROW_ATTRIBUTES]
         if stored:
             attrs += [objects.from_row(r) for r in ctx.services.store.load_attributes(uid, stored)]
+        # Answer in the order asked (the OASIS vectors list them so); instances keep their order.
+        order = {n: i for i, n in enumerate(names)}
+        attrs.sort(key=lambda a: (order.get(a.name, len(order)), a.index))
     else:
         attrs += [objects.from_row(r) for r in ctx.services.store.load_attributes(uid)]
     return attrs
@@ -44,22 +66,18 @@ def get_attributes(ctx: RequestContext, payload: Item) -> Item:
     return objects.uid_payload(uid, *body)
 
 
+# Custom attributes first, then these in this order, then the rest alphabetically (as the OASIS
+# vectors' server lists them).
+_LEADING = ("Unique Identifier", "Object Type", "Cryptographic Algorithm", "Cryptographic Length")
+
+
 def get_attribute_list(ctx: RequestContext, payload: Item) -> Item:
     uid = objects.target_uid(ctx, payload)
-    names: list[str] = []
-    for a in all_attributes(ctx, uid):
-        if a.name not in names:
-            names.append(a.name)
+    present = {a.name for a in all_attributes(ctx, uid)}
+    custom = sorted(n for n in present if wire.is_custom(n))
+    rest = sorted(present - set(_LEADING) - set(custom))
+    names = custom + [n for n in _LEADING if n in present] + rest
     ctx.id_placeholder = uid
     if ctx.v2:
-        refs = []
-        for name in names:
-            tag = wire.tag_for(name)
-            if tag is None:
-                refs.append(
-                    ttlv.struct_(T.ATTRIBUTE_REFERENCE, [ttlv.text(T.ATTRIBUTE_NAME, name)])
-                )
-            else:
-                refs.append(Item(T.ATTRIBUTE_REFERENCE.value, Type.ENUMERATION, tag))
-        return objects.uid_payload(uid, *refs)
+        return objects.uid_payload(uid, *(wire.reference_v2(n) for n in names))
     return objects.uid_payload(uid, *(ttlv.text(T.ATTRIBUTE_NAME, n) for n in names))

@@ -11,7 +11,9 @@ from kmip.core.enums import ResultReason
 from ..protocol.errors import KmipError
 
 if TYPE_CHECKING:
+    from ..audit import AuditLog
     from ..keyhsm import KeyHsm
+    from ..keyhsm.remote import RemoteKeyHsm
     from ..policy import Identity, Policy
     from ..store import Store
 
@@ -20,11 +22,12 @@ if TYPE_CHECKING:
 class Services:
     """Long-lived, thread-safe collaborators shared by all requests of a worker process."""
 
-    keyhsm: KeyHsm
+    keyhsm: KeyHsm | RemoteKeyHsm
     store: Store
     policy: Policy
     # group -> KEK name for tenants with their own KEK
     tenant_keks: Mapping[str, str] = field(default_factory=dict)
+    audit: AuditLog | None = None  # the hash-chained audit file; None when audit.enabled is false
 
 
 @dataclass

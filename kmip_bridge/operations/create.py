@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import secrets
 
-from kmip.core.enums import CryptographicAlgorithm, KeyFormatType, ObjectType, ResultReason
+from kmip.core.enums import CryptographicAlgorithm, KeyFormatType, ObjectType, ResultReason, RNGAlgorithm
 from kmip.core.enums import Tags as T
 
 from ..protocol import ttlv
 from ..protocol.errors import KmipError
-from ..protocol.ttlv import Item
+from ..protocol.ttlv import Item, Type
 from . import objects
 from .context import RequestContext
 
-# Algorithm -> the key lengths (bits) we generate for it.
-_LENGTHS = {
+# Algorithm -> the key lengths (bits) we generate for it (None: any multiple of 8 from 128).
+_LENGTHS: dict[int, tuple[int, ...] | None] = {
     CryptographicAlgorithm.AES.value: (128, 192, 256),
-    CryptographicAlgorithm.HMAC_SHA256.value: (256,),
-    CryptographicAlgorithm.HMAC_SHA512.value: (512,),
+    # Three-key 3DES: 168 effective bits, 24 key bytes with parity bits (KMIP counts either way).
+    CryptographicAlgorithm.TRIPLE_DES.value: (168, 192),
+    CryptographicAlgorithm.CHACHA20.value: (256,),
+    CryptographicAlgorithm.HMAC_SHA1.value: None,
+    CryptographicAlgorithm.HMAC_SHA224.value: None,
+    CryptographicAlgorithm.HMAC_SHA256.value: None,
+    CryptographicAlgorithm.HMAC_SHA384.value: None,
+    CryptographicAlgorithm.HMAC_SHA512.value: None,
 }
+
+
+def key_bytes(algorithm: int, length: int) -> int:
+    if algorithm == CryptographicAlgorithm.TRIPLE_DES.value:
+        return 24
+    return length // 8
 
 
 def symmetric_key(algorithm: int, length: int, material: bytes) -> Item:
@@ -38,6 +50,24 @@ def symmetric_key(algorithm: int, length: int, material: bytes) -> Item:
     )
 
 
+# A lease the server grants on keys it generates unless the client asks otherwise (seconds).
+DEFAULT_LEASE_TIME = 3600
+
+
+def generation_attributes(attrs: list[objects.Attribute]) -> list[objects.Attribute]:
+    """What the server records about keys it generates: the RNG it used (the operating system's
+    CSPRNG via Python's ``secrets``: no KMIP algorithm name fits, so Unspecified) and a lease."""
+    out = [
+        objects.Attribute(
+            "Random Number Generator",
+            ttlv.struct_(T.ATTRIBUTE_VALUE, [ttlv.enum(T.RNG_ALGORITHM, RNGAlgorithm.UNSPECIFIED)]),
+        )
+    ]
+    if not any(a.name == "Lease Time" for a in attrs):
+        out.append(objects.Attribute("Lease Time", objects.value_item(Type.INTERVAL, DEFAULT_LEASE_TIME)))
+    return out
+
+
 def handle(ctx: RequestContext, payload: Item) -> Item:
     object_type = payload.value_of(T.OBJECT_TYPE.value)
     if object_type != ObjectType.SYMMETRIC_KEY.value:
@@ -51,15 +81,21 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
             ResultReason.INVALID_FIELD,
             "Create needs Cryptographic Algorithm and Cryptographic Length",
         )
-    allowed = _LENGTHS.get(algorithm)  # type: ignore[arg-type]
-    if allowed is None:
+    if algorithm not in _LENGTHS:
         raise KmipError(ResultReason.INVALID_FIELD, "unsupported Cryptographic Algorithm for Create")
-    if length not in allowed:
-        raise KmipError(
-            ResultReason.INVALID_FIELD,
-            f"Cryptographic Length {length} is not one of {', '.join(map(str, allowed))}",
-        )
-    material = secrets.token_bytes(length // 8)  # type: ignore[operator]
+    allowed = _LENGTHS[algorithm]  # type: ignore[index]
+    if not isinstance(length, int) or (
+        length not in allowed if allowed is not None else (length < 128 or length % 8 or length > 4096)
+    ):
+        choices = ", ".join(map(str, allowed)) if allowed else "a multiple of 8 from 128 to 4096"
+        raise KmipError(ResultReason.INVALID_FIELD, f"Cryptographic Length {length} is not {choices}")
+    if by_name.get("Quantum Safe") is True and not (
+        algorithm == CryptographicAlgorithm.AES.value and length == 256
+    ):
+        # Of what Create makes, only AES-256 keeps a safe margin against Grover's algorithm.
+        raise KmipError(ResultReason.GENERAL_FAILURE, "the requested key would not be quantum safe")
+    material = secrets.token_bytes(key_bytes(algorithm, length))  # type: ignore[arg-type]
+    attrs += generation_attributes(attrs)
     obj = symmetric_key(algorithm, length, material)  # type: ignore[arg-type]
     uid = objects.insert_new(ctx, ObjectType.SYMMETRIC_KEY.value, obj, attrs)
     return ttlv.struct_(

@@ -21,11 +21,28 @@ from ..protocol.errors import KmipError
 from ..protocol.messages import BatchItem, Request, Response, Result
 from ..protocol.ttlv import Item, Type
 from ..store import ConcurrentUpdate, StoreUnavailable
-from . import attributes, create, get, interop, lifecycle, locate, query, register
+from . import (
+    attribute_ops,
+    attributes,
+    auditing,
+    create,
+    crypto,
+    derive,
+    get,
+    interop,
+    key_pair,
+    lifecycle,
+    locate,
+    mac,
+    misc_crypto,
+    query,
+    register,
+    rekey,
+    signing,
+)
 from .context import RequestContext, Services
 
 log = logging.getLogger("kmip_bridge.operations")
-audit_log = logging.getLogger("kmip_bridge.audit")
 
 Handler = Callable[[RequestContext, Item], Item]
 
@@ -41,8 +58,26 @@ HANDLERS: dict[int, Handler] = {
     Operation.DESTROY.value: lifecycle.destroy,
     Operation.QUERY.value: query.query,
     Operation.DISCOVER_VERSIONS.value: query.discover_versions,
+    Operation.ENCRYPT.value: crypto.encrypt,
+    Operation.DECRYPT.value: crypto.decrypt,
+    Operation.SIGN.value: signing.sign,
+    Operation.SIGNATURE_VERIFY.value: signing.verify,
+    Operation.MAC.value: mac.mac,
+    Operation.MAC_VERIFY.value: mac.mac_verify,
+    Operation.HASH.value: misc_crypto.hash_,
+    Operation.RNG_RETRIEVE.value: misc_crypto.rng_retrieve,
+    Operation.RNG_SEED.value: misc_crypto.rng_seed,
     Operation.INTEROP.value: interop.interop,
     Operation.LOG.value: interop.log_message,
+    Operation.ADD_ATTRIBUTE.value: attribute_ops.add_attribute,
+    Operation.MODIFY_ATTRIBUTE.value: attribute_ops.modify_attribute,
+    Operation.SET_ATTRIBUTE.value: attribute_ops.set_attribute,
+    Operation.DELETE_ATTRIBUTE.value: attribute_ops.delete_attribute,
+    Operation.CHECK.value: attribute_ops.check,
+    Operation.CREATE_KEY_PAIR.value: key_pair.create_key_pair,
+    Operation.REKEY.value: rekey.handle,
+    Operation.REKEY_KEY_PAIR.value: key_pair.rekey_key_pair,
+    Operation.DERIVE_KEY.value: derive.handle,
 }
 
 
@@ -101,18 +136,8 @@ def run_item(ctx: RequestContext, item: BatchItem) -> Result:
                     exc_info=not isinstance(exc, (keyhsm.KeyHsmError, StoreUnavailable)),
                 )
             result = Result.failure(item, error)
-    audit_log.info(
-        "request",
-        extra={
-            "identity": ctx.identity.name,
-            "peer": ctx.peer,
-            "operation": _op_name(item.operation),
-            "object": ctx.id_placeholder if result.status == ResultStatus.SUCCESS.value else None,
-            "status": ResultStatus(result.status).name,
-            "reason": ResultReason(result.reason).name if result.reason is not None else None,
-            "ms": round((time.perf_counter() - started) * 1000, 3),
-        },
-    )
+            result.payload = getattr(error, "payload", None)  # a failed 1.x Check names what failed
+    auditing.record(ctx, item, result, started)  # the audit file (if enabled) and the log line
     return result
 
 
@@ -137,8 +162,9 @@ def process(ctx: RequestContext, request: Request) -> Response:
                     if result.status != ResultStatus.SUCCESS.value:
                         raise _UndoBatch()
         except _UndoBatch:
-            for done in response.results[:-1]:
+            for done, item in zip(response.results[:-1], request.batch_items, strict=False):
                 done.status = ResultStatus.OPERATION_UNDONE.value
+                auditing.record(ctx, item, done)
         return response
     stop_on_error = option != BatchErrorContinuationOption.CONTINUE.value
     for item in request.batch_items:

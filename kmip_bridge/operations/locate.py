@@ -9,7 +9,7 @@ from ..protocol import attributes as wire
 from ..protocol import ttlv
 from ..protocol.attributes import Attribute
 from ..protocol.errors import KmipError
-from ..protocol.ttlv import Item
+from ..protocol.ttlv import Item, Type
 from . import objects
 from .context import RequestContext
 
@@ -26,12 +26,25 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
     maximum = payload.value_of(T.MAXIMUM_ITEMS.value)
     offset = payload.value_of(T.OFFSET_ITEMS.value, 0)
     object_type = state = None
-    filters: list[tuple[str, str]] = []
-    for c in _criteria(ctx, payload):
+    filters: list[tuple[str, str | tuple[int, int]]] = []
+    criteria = _criteria(ctx, payload)
+    dates: dict[str, list[int]] = {}
+    ranged: set[str] = set()
+    for c in criteria:
+        if c.value.type == Type.DATE_TIME:
+            dates.setdefault(c.name, []).append(c.value.value)  # type: ignore[arg-type]
+    for c in criteria:
         if c.name == "Object Type":
             object_type = c.value.value
         elif c.name == "State":
             state = c.value.value
+        elif c.name in ranged:
+            continue  # the other end of a range already added
+        elif len(dates.get(c.name, ())) == 2:
+            # Two instances of a date attribute are a range (KMIP Locate), inclusive.
+            lo, hi = sorted(dates[c.name])
+            ranged.add(c.name)
+            filters.append((c.name, (lo, hi)))
         else:
             key = objects.search_key(c.value)
             if key is None:

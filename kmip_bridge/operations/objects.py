@@ -6,11 +6,12 @@ for exactly one object id and object type, so a row copied onto another object c
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Iterable
 
-from kmip.core.enums import ObjectType, Operation, ResultReason, State
+from kmip.core.enums import ObjectType, Operation, ProtectionStorageMask, ResultReason, State
 from kmip.core.enums import Tags as T
 
 from ..keyhsm import Sealed
@@ -20,6 +21,7 @@ from ..protocol.attributes import Attribute
 from ..protocol.errors import KmipError, missing, not_found
 from ..protocol.ttlv import Item, Type
 from ..store import AttrRow, ObjectRow
+from . import formats
 from .context import RequestContext
 
 OBJECT_TAGS: dict[int, int] = {
@@ -45,12 +47,15 @@ SERVER_ONLY = frozenset(
         "Revocation Reason",
         "Digest",
         "Original Creation Date",
+        "Always Sensitive",
+        "Never Extractable",
     }
 )
 # Attributes synthesised from the objects row rather than stored.
-ROW_ATTRIBUTES = ("Unique Identifier", "Object Type", "State")
+ROW_ATTRIBUTES = ("Unique Identifier", "Short Unique Identifier", "Object Type", "State", "Fresh")
 MULTI_VALUED = frozenset(
-    {"Name", "Object Group", "Link", "Application Specific Information", "Alternative Name"}
+    {"Name", "Object Group", "Link", "Application Specific Information", "Alternative Name",
+     "Cryptographic Parameters"}
 )
 
 
@@ -63,7 +68,10 @@ def search_key(value: Item) -> str | None:
     """The indexable form of an attribute value (Locate compares these in SQL)."""
     if value.type == Type.STRUCTURE:
         name = value.get(T.NAME_VALUE.value)
-        return name.value if name is not None else None  # type: ignore[return-value]
+        if name is not None:
+            return name.value  # type: ignore[return-value]
+        # Other structures (Application Specific Information, Links...) match as a whole.
+        return "sha256:" + hashlib.sha256(ttlv.encode(value)).hexdigest()
     if value.type in (Type.TEXT_STRING,):
         return value.value  # type: ignore[return-value]
     if value.type == Type.BYTE_STRING:
@@ -86,8 +94,11 @@ def value_item(type_: Type, value: object) -> Item:
 def row_attributes(row: ObjectRow) -> list[Attribute]:
     return [
         Attribute("Unique Identifier", value_item(Type.TEXT_STRING, row.uid)),
+        # KMIP 2.0: the SHA-256 of the Unique Identifier (derived, so never stored).
+        Attribute("Short Unique Identifier", value_item(Type.BYTE_STRING, hashlib.sha256(row.uid.encode()).digest())),
         Attribute("Object Type", value_item(Type.ENUMERATION, row.object_type)),
         Attribute("State", value_item(Type.ENUMERATION, row.state)),
+        Attribute("Fresh", value_item(Type.BOOLEAN, row.fresh)),
     ]
 
 
@@ -139,7 +150,7 @@ def load_visible(ctx: RequestContext, uid: str) -> ObjectRow:
     policy = ctx.services.policy
     row = ctx.services.store.load_object(uid)
     if row is None or not policy.visible(ctx.identity, row.object_type, row.owner, row.policy):
-        raise not_found()
+        raise KmipError(ResultReason.OBJECT_NOT_FOUND, "object not found") if ctx.v2 else not_found()
     if ctx.operation is not None and not policy.allowed(
         ctx.identity, ctx.operation, row.object_type, row.owner, row.policy
     ):
@@ -193,16 +204,48 @@ def open_material(ctx: RequestContext, row: ObjectRow) -> Item:
     return ttlv.decode(plain)
 
 
+# Keys whose Sensitive/Extractable flags (and their Always/Never history) the server records.
+_PROTECTABLE = {ObjectType.SYMMETRIC_KEY.value, ObjectType.PRIVATE_KEY.value, ObjectType.PUBLIC_KEY.value}
+
+
+def _protection_defaults(attrs: list[Attribute]) -> list[Attribute]:
+    given = {a.name: a.value.value for a in attrs}
+    out = []
+    sensitive = bool(given.get("Sensitive", False))
+    extractable = bool(given.get("Extractable", True))
+    if "Sensitive" not in given:
+        out.append(Attribute("Sensitive", value_item(Type.BOOLEAN, sensitive)))
+    if "Extractable" not in given:
+        out.append(Attribute("Extractable", value_item(Type.BOOLEAN, extractable)))
+    out.append(Attribute("Always Sensitive", value_item(Type.BOOLEAN, sensitive)))
+    out.append(Attribute("Never Extractable", value_item(Type.BOOLEAN, not extractable)))
+    return out
+
+
+def initial_state(attrs: list[Attribute]) -> int:
+    """Pre-Active, unless the client set an Activation Date that has already come."""
+    for a in attrs:
+        if a.name == "Activation Date" and isinstance(a.value.value, int) and a.value.value <= now():
+            return State.ACTIVE.value
+    return State.PRE_ACTIVE.value
+
+
 def insert_new(
     ctx: RequestContext,
     object_type: int,
     obj: Item,
     attrs: list[Attribute],
-    state: int = State.PRE_ACTIVE.value,
+    state: int | None = None,
+    uid: str | None = None,
 ) -> str:
-    """Seals and stores a new object with its attributes in one transaction."""
+    """Seals and stores a new object with its attributes in one transaction. ``uid`` is given by
+    operations that must link objects to each other before they exist (key pairs, ReKey)."""
     policy_name = authorize_new(ctx, object_type, attrs)
-    uid = str(uuid.uuid4())
+    fresh = all(bool(a.value.value) for a in attrs if a.name == "Fresh")  # Fresh is a column
+    attrs = [a for a in attrs if a.name != "Fresh"]
+    if state is None:
+        state = initial_state(attrs)
+    uid = uid or str(uuid.uuid4())
     sealed = ctx.services.keyhsm.seal(
         uid, ttlv.encode(obj), _aad_context(object_type), kek_name=ctx.kek_for_identity()
     )
@@ -210,7 +253,19 @@ def insert_new(
     stamp = [
         Attribute("Initial Date", value_item(Type.DATE_TIME, t)),
         Attribute("Last Change Date", value_item(Type.DATE_TIME, t)),
+        Attribute("Original Creation Date", value_item(Type.DATE_TIME, t)),
     ]
+    key_digest = formats.digest(object_type, obj)  # see formats: keys and certificates only
+    if key_digest is not None:
+        stamp.append(Attribute("Digest", key_digest))
+    if object_type in _PROTECTABLE:
+        stamp += _protection_defaults(attrs)
+    # Where the material rests: in software (the database), as ciphertext under an HSM-wrapped DEK.
+    stamp.append(Attribute("Protection Storage Mask", value_item(Type.INTEGER, ProtectionStorageMask.SOFTWARE.value)))
+    block = obj.get(T.KEY_BLOCK.value)
+    if block is not None and block.get(T.KEY_FORMAT_TYPE.value) is not None:
+        key_format = block.value_of(T.KEY_FORMAT_TYPE.value)
+        stamp.append(Attribute("Key Format Type", value_item(Type.ENUMERATION, key_format)))
     if state == State.ACTIVE.value and not any(a.name == "Activation Date" for a in attrs):
         stamp.append(Attribute("Activation Date", value_item(Type.DATE_TIME, t)))
     row = ObjectRow(
@@ -220,6 +275,7 @@ def insert_new(
         owner=ctx.identity.name,
         created_at=time.time_ns() // 1000,
         policy=policy_name,
+        fresh=fresh,
         kek_label=sealed.kek_label,
         kek_kind=sealed.kek_kind,
         nonce=sealed.nonce,

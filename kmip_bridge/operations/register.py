@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from kmip.core.enums import ObjectType, ResultReason
 from kmip.core.enums import Tags as T
 
@@ -23,6 +25,25 @@ _REGISTRABLE = {
 }
 
 
+def certificate_attributes(obj: Item, given: set[str]) -> list[objects.Attribute]:
+    """Length, and subject/issuer common names of an X.509 certificate (KMIP 2.x attributes)."""
+    der = obj.value_of(T.CERTIFICATE_VALUE.value)
+    if not isinstance(der, bytes):
+        return []
+    out = [] if "Certificate Length" in given else [
+        objects.Attribute("Certificate Length", objects.value_item(Type.INTEGER, len(der)))
+    ]
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return out  # stored as given; not every certificate a client registers is X.509 DER
+    for name, subject in (("Certificate Subject CN", cert.subject), ("Certificate Issuer CN", cert.issuer)):
+        cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if cns and name not in given:
+            out.append(objects.Attribute(name, objects.value_item(Type.TEXT_STRING, str(cns[0].value))))
+    return out
+
+
 def handle(ctx: RequestContext, payload: Item) -> Item:
     object_type = payload.value_of(T.OBJECT_TYPE.value)
     if object_type not in _REGISTRABLE:
@@ -42,5 +63,7 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
                     "Certificate Type", objects.value_item(Type.ENUMERATION, ctype.value)
                 )
             )
+    if object_type == ObjectType.CERTIFICATE.value:
+        attrs += certificate_attributes(obj, given)
     uid = objects.insert_new(ctx, object_type, obj, attrs)  # type: ignore[arg-type]
     return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, uid)])

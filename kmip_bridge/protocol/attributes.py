@@ -37,11 +37,19 @@ def tag_for(name: str) -> int | None:
     return tag
 
 
+# Words KMIP spells in capitals inside attribute names (Certificate Subject CN, ...).
+_ACRONYMS = frozenset({"CN", "OU", "ST", "UID", "DC", "DN", "ID", "URI", "PKCS", "MAC", "IV", "RNG"})
+
+
+def _word(word: str) -> str:
+    return word if word in _ACRONYMS else word.title()
+
+
 def name_for(tag: int) -> str | None:
     name = _NAME_BY_TAG.get(tag)
     if name is None:
         try:
-            name = Tags(tag).name.replace("_", " ").title()
+            name = " ".join(_word(w) for w in Tags(tag).name.split("_"))
         except ValueError:
             return None
     return name
@@ -62,14 +70,41 @@ def parse_v1(item: Item) -> Attribute:
     """A 1.x Attribute structure (also used by 2.x for custom attributes)."""
     if item.type != Type.STRUCTURE:
         raise invalid_field("Attribute must be a structure")
-    name = item.value_of(T.ATTRIBUTE_NAME.value)
-    if not isinstance(name, str):
-        raise invalid_field("Attribute has no Attribute Name")
+    name = _vendor_name(item)
     index = item.value_of(T.ATTRIBUTE_INDEX.value, 0)
     value = item.get(T.ATTRIBUTE_VALUE.value)
     if value is None:
         raise invalid_field(f"attribute '{name}' has no Attribute Value")
     return Attribute(name, value, index if isinstance(index, int) else 0)
+
+
+def _vendor_name(item: Item) -> str:
+    """Attribute Name, prefixed as in 1.x when a 2.x Vendor Identification accompanies it: the
+    2.x vendor attribute (x, "ID") is the 1.x custom attribute "x-ID"."""
+    name = item.value_of(T.ATTRIBUTE_NAME.value)
+    if not isinstance(name, str):
+        raise invalid_field("Attribute has no Attribute Name")
+    vendor = item.value_of(T.VENDOR_IDENTIFICATION.value)
+    if vendor is None:
+        return name
+    if not isinstance(vendor, str) or not vendor:
+        raise invalid_field("Vendor Identification must be text")
+    return f"{vendor}-{name}"
+
+
+def _vendor_parts(name: str) -> list[Item]:
+    """The 2.x Vendor Identification / Attribute Name pair of a custom attribute."""
+    vendor, _, rest = name.partition("-")
+    return [ttlv.text(T.VENDOR_IDENTIFICATION, vendor), ttlv.text(T.ATTRIBUTE_NAME, rest)]
+
+
+def reference_v2(name: str) -> Item:
+    """A 2.x Attribute Reference: the attribute's tag, or vendor and name for custom ones."""
+    tag = tag_for(name)
+    if tag is not None:
+        return Item(T.ATTRIBUTE_REFERENCE.value, Type.ENUMERATION, tag)
+    parts = _vendor_parts(name) if is_custom(name) else [ttlv.text(T.ATTRIBUTE_NAME, name)]
+    return ttlv.struct_(T.ATTRIBUTE_REFERENCE, parts)
 
 
 def parse_v2(item: Item) -> Attribute:
@@ -85,9 +120,7 @@ def parse_v2(item: Item) -> Attribute:
 def parse_names_v2(item: Item) -> str:
     """A 2.x Attribute Reference (by tag) as an attribute name."""
     if item.tag == T.ATTRIBUTE_REFERENCE.value and item.type == Type.STRUCTURE:
-        name = item.value_of(T.ATTRIBUTE_NAME.value)
-        if isinstance(name, str):
-            return name
+        return _vendor_name(item)
     if item.type == Type.ENUMERATION:
         name = name_for(item.value)  # type: ignore[arg-type]
         if name:
@@ -106,8 +139,6 @@ def to_v1(attr: Attribute, with_index: bool = True) -> Item:
 def to_v2(attr: Attribute) -> Item:
     tag = tag_for(attr.name)
     if tag is None:
-        return ttlv.struct_(
-            T.ATTRIBUTE,
-            [ttlv.text(T.ATTRIBUTE_NAME, attr.name), attr.value],
-        )
+        parts = _vendor_parts(attr.name) if is_custom(attr.name) else [ttlv.text(T.ATTRIBUTE_NAME, attr.name)]
+        return ttlv.struct_(T.ATTRIBUTE, [*parts, attr.value])
     return Item(tag, attr.value.type, attr.value.value)

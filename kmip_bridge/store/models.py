@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -31,6 +32,8 @@ objects = Table(
     Column("created_at", BigInteger, nullable=False),
     # Operation Policy Name: selects the policy that governs access to the object.
     Column("policy", String(128), nullable=False, default="default"),
+    # KMIP Fresh: true until the object's material is first served by Get.
+    Column("fresh", Boolean, nullable=False, default=True),
     # Optimistic concurrency: every update bumps it and checks the old value.
     Column("row_version", Integer, nullable=False, default=1),
     # The sealed envelope; all NULL once the object is destroyed.

@@ -44,6 +44,7 @@ class ObjectRow:
     owner: str
     created_at: int
     policy: str = "default"
+    fresh: bool = True
     row_version: int = 1
     kek_label: str | None = None
     kek_kind: str | None = None
@@ -172,6 +173,13 @@ class Store:
                 conn.execute(attributes.insert(), rows)
         return expected_version + 1
 
+    def mark_served(self, uid: str) -> None:
+        """Clears Fresh. Not versioned: it races with nothing (only ever goes true -> false)."""
+        with self._begin() as conn:
+            conn.execute(
+                objects.update().where(objects.c.uid == uid, objects.c.fresh.is_(True)).values(fresh=False)
+            )
+
     # -- reads ----------------------------------------------------------------------------------
     def load_object(self, uid: str) -> ObjectRow | None:
         with self._connect() as conn:
@@ -195,7 +203,7 @@ class Store:
         other_types: frozenset[int] | None = frozenset(),
         object_type: int | None = None,
         state: int | None = None,
-        attribute_filters: Sequence[tuple[str, str]] = (),
+        attribute_filters: Sequence[tuple[str, str | tuple[int, int]]] = (),
         offset: int = 0,
         limit: int | None = None,
     ) -> list[LocatedRow]:
@@ -217,12 +225,12 @@ class Store:
         if state is not None:
             query = query.where(objects.c.state == state)
         for name, search in attribute_filters:
+            if isinstance(search, tuple):  # an inclusive range of a numeric (date) attribute
+                match = sa.cast(attributes.c.search, sa.BigInteger).between(*search)
+            else:
+                match = attributes.c.search == search
             query = query.where(
-                sa.exists().where(
-                    attributes.c.uid == objects.c.uid,
-                    attributes.c.name == name,
-                    attributes.c.search == search,
-                )
+                sa.exists().where(attributes.c.uid == objects.c.uid, attributes.c.name == name, match)
             )
         query = query.order_by(objects.c.created_at.desc(), objects.c.uid).offset(offset)
         if limit is not None:

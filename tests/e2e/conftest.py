@@ -20,6 +20,8 @@ import yaml
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 CLI = [sys.executable, "-m", "kmip_bridge.cli"]
+# socket: instances use keyhsm.mode socket, and start() runs 'keyhsm serve' before 'serve'.
+KEYHSM_MODE = os.environ.get("KMIP_BRIDGE_TEST_KEYHSM_MODE", "inprocess")
 
 
 def free_port() -> int:
@@ -87,7 +89,8 @@ class Server:
     config: Path
     port: int
     proc: subprocess.Popen[str]
-    log: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)  # the server's stderr (and the Key HSM service's)
+    keyhsm: subprocess.Popen[str] | None = None  # 'keyhsm serve' started for this server
 
     @property
     def dir(self) -> Path:
@@ -109,14 +112,57 @@ class Server:
         return self.proc.poll() is None
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        """SIGTERM to the server, then to its Key HSM service; the first non-zero exit code."""
+        codes = [_terminate(p) for p in (self.proc, self.keyhsm) if p is not None]
+        return next((c for c in codes if c), 0)
+
+
+def _terminate(proc: subprocess.Popen[str]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def start_keyhsm_service(
+    config: Path, log: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[str] | None:
+    """Runs 'kmip-bridge keyhsm serve' for a keyhsm.mode socket instance; None if one already
+    listens on its socket (another server of the same instance started it)."""
+    from kmip_bridge.config import load
+
+    path = load(config).keyhsm.socket
+    assert path is not None
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+            return None
+        except OSError:
+            pass
+    proc = subprocess.Popen(
+        [*CLI, "keyhsm", "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            log.append(line)
+            if '"msg": "keyhsm service ready"' in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not ready.wait(0.1):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _terminate(proc)
+            raise AssertionError("keyhsm service did not start:\n" + "".join(log[-30:]))
+    return proc
 
 
 @dataclass
@@ -138,13 +184,15 @@ class Instance:
             text = conf.read_text()
             lines = [f"port={port}" if ln.startswith("port=") else ln for ln in text.splitlines()]
             conf.write_text("\n".join(lines) + "\n")
+        log: list[str] = []
+        keyhsm = start_keyhsm_service(self.config, log) if cfg["keyhsm"].get("mode") == "socket" else None
         proc = subprocess.Popen(
             [*CLI, "serve", "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
-        server = Server(self.config, port, proc)
+        server = Server(self.config, port, proc, log=log, keyhsm=keyhsm)
         ready = threading.Event()
 
         def pump() -> None:
@@ -159,6 +207,8 @@ class Instance:
         while not ready.is_set():
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
+                if keyhsm is not None:
+                    _terminate(keyhsm)
                 time.sleep(0.2)
                 raise AssertionError("server did not start:\n" + "".join(server.log[-30:]))
             ready.wait(0.1)
@@ -171,7 +221,9 @@ class Instance:
         return Path(run_cli(*args).stdout.strip())
 
 
-def make_instance(base: Path, database_url: str | None, kek_kind: str = "aes-kwp") -> Instance:
+def make_instance(
+    base: Path, database_url: str | None, kek_kind: str = "aes-kwp", keyhsm_mode: str | None = None
+) -> Instance:
     args = ["init", "--dir", str(base), "--kek-kind", kek_kind, "--port", str(free_port())]
     if database_url:
         args += ["--database-url", database_url]
@@ -180,6 +232,8 @@ def make_instance(base: Path, database_url: str | None, kek_kind: str = "aes-kwp
     cfg = yaml.safe_load(config.read_text())
     # Rotation and revocation by the CLI must be visible to the running server at once.
     cfg["keyhsm"]["kek_refresh_seconds"] = 0
+    if (keyhsm_mode or KEYHSM_MODE) == "socket":
+        cfg["keyhsm"]["mode"] = "socket"
     config.write_text(yaml.safe_dump(cfg))
     from kmip_bridge.config import load
 

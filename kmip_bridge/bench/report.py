@@ -1,0 +1,150 @@
+"""Merging the processes' samples into one result per target, and printing it (JSON, markdown)."""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def latency_summary(samples_ns: array) -> dict[str, float]:
+    """Nearest-rank percentiles in milliseconds."""
+    if not samples_ns:
+        return {"count": 0}
+    s = sorted(samples_ns)
+    n = len(s)
+
+    def pct(p: float) -> float:
+        return s[min(n - 1, max(0, int(-(-p * n // 100)) - 1))] / 1e6
+
+    return {
+        "count": n,
+        "mean": round(sum(s) / n / 1e6, 3),
+        "p50": round(pct(50), 3),
+        "p95": round(pct(95), 3),
+        "p99": round(pct(99), 3),
+        "max": round(s[-1] / 1e6, 3),
+    }
+
+
+def merge(parts: list[dict[str, Any]], duration: float) -> dict[str, Any]:
+    """One target's result from its client processes' reports."""
+    by_kind: dict[str, array] = {}
+    errors: Counter[str] = Counter()
+    samples: dict[str, str] = {}
+    for part in parts:
+        for kind, raw in part["latencies"].items():
+            arr = array("q")
+            arr.frombytes(raw)
+            by_kind.setdefault(kind, array("q")).extend(arr)
+        errors.update(part["errors"])
+        for k, v in part["error_samples"].items():
+            samples.setdefault(k, v)
+    everything = array("q")
+    for arr in by_kind.values():
+        everything.extend(arr)
+    ops = len(everything)
+    gen_cpu = sum(p["cpu_window_s"] for p in parts)
+    gen_wall = max((p["cpu_window_wall_s"] for p in parts), default=0.0) or duration
+    return {
+        "ops": ops,
+        "ops_per_s": round(ops / duration, 1),
+        "ops_by_kind": {k: len(v) for k, v in sorted(by_kind.items())},
+        "latency_ms": {"all": latency_summary(everything)}
+        | {k: latency_summary(v) for k, v in sorted(by_kind.items())},
+        "errors": dict(errors),
+        "error_samples": samples,
+        "errors_total": sum(errors.values()),
+        "warmup_errors": sum(p["warmup_errors"] for p in parts),
+        "generator": {
+            "processes": len(parts),
+            "cpu_s": round(gen_cpu, 3),
+            "cores": round(gen_cpu / gen_wall, 3),
+            "us_per_op": round(gen_cpu / ops * 1e6, 1) if ops else None,
+        },
+    }
+
+
+def cpu_block(seconds: float, duration: float, ops: int, **extra: object) -> dict[str, object]:
+    return {
+        "cpu_s": round(seconds, 2),
+        "cores": round(seconds / duration, 3),
+        "ms_per_op": round(seconds / ops * 1e3, 3) if ops else None,
+        **extra,
+    }
+
+
+def _fmt(v: object, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+COLUMNS = (
+    "target", "workload", "db", "KEK", "clients", "ops/s", "pairs/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
+    "errors", "generator CPU (cores, µs/op)", "server CPU (cores, ms/op)", "machine busy (other) cores",
+)
+
+
+def row(r: dict[str, Any]) -> list[str]:
+    cfg, lat = r["config"], r["latency_ms"]["all"]
+    gen, srv = r["generator"], r.get("server") or {}
+    db = cfg.get("database", "?")
+    if r.get("database_cpu"):
+        db += f" (+{r['database_cpu']['cores']:.2f} cores)"
+    return [
+        r["target"], cfg["workload"], db, cfg.get("kek_kind", "-"), str(cfg["clients"]),
+        _fmt(r["ops_per_s"]), _fmt(r.get("pairs_per_s")),
+        _fmt(lat.get("p50"), 2), _fmt(lat.get("p95"), 2), _fmt(lat.get("p99"), 2), _fmt(lat.get("max"), 2),
+        str(r["errors_total"]),
+        f"{gen['cores']:.2f}, {_fmt(gen['us_per_op'], 0)}",
+        f"{srv['cores']:.2f}, {_fmt(srv['ms_per_op'], 2)}" if srv else "-",
+        _machine(r.get("machine") or {}),
+    ]
+
+
+def _machine(m: dict[str, Any]) -> str:
+    text = _fmt(m.get("busy_cores"), 2)
+    return text + (f" ({m['other_cores']:.2f})" if m.get("other_cores") is not None else "")
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row(r)) + " |" for r in results]
+    lines += ["", "| target | operation | count | mean ms | p50 ms | p95 ms | p99 ms | max ms |", "|" + "---|" * 8]
+    for r in results:
+        for kind, lat in r["latency_ms"].items():
+            if kind != "all" and lat["count"]:
+                cells = [str(lat["count"])] + [_fmt(lat[k], 2) for k in ("mean", "p50", "p95", "p99", "max")]
+                lines.append(f"| {r['target']} | {kind} | " + " | ".join(cells) + " |")
+    for line in ratios(results):
+        lines.append("")
+        lines.append(line)
+    for r in results:
+        for label, n in sorted(r["errors"].items()):
+            lines.append(f"\n{r['target']} error {label}: {n} (e.g. {r['error_samples'].get(label, '')!r})")
+    return "\n".join(lines)
+
+
+def ratios(results: list[dict[str, Any]]) -> list[str]:
+    stock = [r for r in results if r["target"] == "pykmip"]
+    out = []
+    for s in stock:
+        for r in results:
+            if r is not s and r["config"]["workload"] == s["config"]["workload"] and s["ops_per_s"]:
+                ratio = r["ops_per_s"] / s["ops_per_s"]
+                r["ratio_vs_stock"] = round(ratio, 2)
+                out.append(
+                    f"**{r['target']} / stock PyKMIP ({r['config']['workload']}): {ratio:.1f}x** "
+                    f"({r['ops_per_s']:.1f} vs {s['ops_per_s']:.1f} ops/s; p99 {r['latency_ms']['all'].get('p99')} "
+                    f"vs {s['latency_ms']['all'].get('p99')} ms)"
+                )
+    return out
+
+
+def write_json(path: Path, results: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

@@ -1,0 +1,217 @@
+"""``python -m kmip_bridge.bench``: start the target(s), drive the workload, report.
+
+Per target: start (or reach) the server, fork the client processes, let them connect and create
+their warm set, then start every process at the same instant: ``--warmup`` seconds unmeasured,
+``--duration`` seconds measured. The parent only sleeps and samples CPU counters meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from . import profile, report
+from .loadgen import Endpoint, ProcessSpec, spread, start_processes
+from .servers import OurServer, RunningServer, TargetError, cpu_seconds, machine_cpu
+from .stock import StockServer
+from .workloads import WORKLOADS, needs
+
+SETUP_TIMEOUT = 600.0
+
+
+class Target(Protocol):
+    label: str
+
+    def start(self) -> Endpoint: ...
+    def pids(self) -> list[int]: ...
+    def database_pids(self) -> list[int]: ...
+    def describe(self) -> dict[str, object]: ...
+    def stop(self) -> None: ...
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kmip_bridge.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", choices=WORKLOADS, default="create-get")
+    p.add_argument("--clients", type=int, default=16, help="concurrent connections (default 16)")
+    p.add_argument("--processes", type=int, default=2, help="client processes (default 2)")
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds (default 20)")
+    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (default 3)")
+    p.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    p.add_argument("--kek-kind", choices=("aes-kwp", "rsa-oaep"), default="aes-kwp")
+    p.add_argument("--server-workers", type=int, help="our server's worker processes (default: its config)")
+    p.add_argument("--target", help="HOST:PORT of a running kmip-bridge instead of a fresh one")
+    p.add_argument("--client-conf", type=Path, help="client folder or pykmip.conf for --target")
+    p.add_argument("--compare", action="store_true", help="also run the stock PyKMIP server, back to back")
+    p.add_argument("--stock-only", action="store_true", help="run only the stock PyKMIP server")
+    p.add_argument("--stock-logging-level", default="WARNING", help="pykmip-server logging_level (default WARNING)")
+    p.add_argument("--kmip-version", default="1.2", help="protocol version of the requests (default 1.2)")
+    p.add_argument("--warm-keys", type=int, default=256, help="keys created first for get/mixed")
+    p.add_argument("--names", type=int, default=64, help="named keys created first for locate/mixed")
+    p.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    p.add_argument("--workdir", type=Path, help="parent folder for the temporary instances")
+    p.add_argument("--keep", action="store_true", help="keep the temporary instances (and their logs)")
+    p.add_argument("--py-spy", type=Path, metavar="DIR", help="profile the server processes into DIR")
+    p.add_argument("--py-spy-native", action="store_true", help="with --py-spy: include native frames")
+    p.add_argument("--py-spy-idle", action="store_true", help="with --py-spy: also sample waiting threads")
+    return p
+
+
+def _recv(conn: Any, timeout: float, what: str) -> Any:
+    if not conn.poll(timeout):
+        raise TargetError(f"client process gave no {what} within {timeout:.0f} s")
+    message = conn.recv()
+    if message[0] == "error":
+        raise TargetError(f"client process failed: {message[1]}")
+    return message[1]
+
+
+def _sleep_until(t_ns: int) -> None:
+    while (left := t_ns - time.perf_counter_ns()) > 0:
+        time.sleep(left / 1e9)
+
+
+def run_load(ep: Endpoint, args: argparse.Namespace, target: Target, tag: str) -> dict[str, Any]:
+    version = tuple(int(x) for x in args.kmip_version.split("."))
+    warm, named = needs(args.workload)
+    per_clients = spread(args.clients, args.processes)
+    per_warm = spread(args.warm_keys if warm else 0, args.processes)
+    specs, first = [], 0
+    for i, n in enumerate(per_clients):
+        if n == 0:
+            continue
+        names = [f"bench-{tag}-{i}-{k}" for k in range(args.names // args.processes)] if named else []
+        specs.append(ProcessSpec(ep, args.workload, version, n, first, per_warm[i], names))  # type: ignore[arg-type]
+        first += n
+    procs = start_processes(specs)
+    try:
+        t_setup = time.monotonic()
+        infos = [_recv(conn, SETUP_TIMEOUT, "ready signal") for _, conn in procs]
+        setup_s = time.monotonic() - t_setup
+        start = time.perf_counter_ns() + 200_000_000
+        warm_end = start + int(args.warmup * 1e9)
+        end = warm_end + int(args.duration * 1e9)
+        for _, conn in procs:
+            conn.send(("go", start, warm_end, end))
+        _sleep_until(warm_end)
+        pids, db_pids = target.pids(), target.database_pids()
+        cpu0, db0, m0 = cpu_seconds(pids), cpu_seconds(db_pids), machine_cpu()
+        spies = []
+        if args.py_spy:
+            spies = profile.start(
+                pids, args.duration, args.py_spy / target.label, args.py_spy_native, args.py_spy_idle
+            )
+        _sleep_until(end)
+        cpu1, db1, m1 = cpu_seconds(pids), cpu_seconds(db_pids), machine_cpu()
+        parts = [_recv(conn, args.duration + 60, "results") for _, conn in procs]
+        for spy in spies:
+            spy.wait(timeout=60)
+    finally:
+        for proc, conn in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+            conn.close()
+    result = report.merge(parts, args.duration)
+    ops = result["ops"]
+    result["server"] = report.cpu_block(cpu1 - cpu0, args.duration, ops, processes=len(pids)) if pids else None
+    if db_pids:
+        result["database_cpu"] = report.cpu_block(db1 - db0, args.duration, ops, backends=len(db_pids))
+    busy, steal = m1[0] - m0[0], m1[1] - m0[1]
+    ours = (cpu1 - cpu0) + (db1 - db0) + result["generator"]["cpu_s"]
+    result["machine"] = {
+        "busy_cores": round(busy / args.duration, 2),
+        "steal_cores": round(steal / args.duration, 2),
+        # CPU used by anything but the server, its database backends and the generator
+        "other_cores": round((busy - ours) / args.duration, 2) if pids else None,
+    }
+    if pids and busy - ours > 0.15 * args.duration:
+        print(f"{target.label}: warning: other processes used {(busy - ours) / args.duration:.2f} cores "
+              "during the measurement; the numbers are disturbed", file=sys.stderr)
+    if args.workload == "create-get":
+        result["pairs_per_s"] = round(result["ops_by_kind"].get("get", 0) / args.duration, 1)
+    result["tls"] = " ".join(infos[0]["tls"])
+    result["setup_s"] = round(setup_s, 2)
+    if args.py_spy:
+        summary = profile.summarise(sorted((args.py_spy / target.label).glob("pid-*.txt")))
+        result["profile"] = summary
+        print(f"{target.label}: " + profile.render(summary), file=sys.stderr)
+    return result
+
+
+def bench(target: Target, args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    print(f"{target.label}: starting", file=sys.stderr)
+    ep = target.start()
+    try:
+        print(f"{target.label}: {ep.host}:{ep.port}; {args.clients} clients in {args.processes} processes, "
+              f"{args.workload}, {args.warmup:g} s warm-up + {args.duration:g} s", file=sys.stderr)
+        result = run_load(ep, args, target, tag)
+    finally:
+        target.stop()
+    result["target"] = target.label
+    result["config"] = {
+        "workload": args.workload, "clients": args.clients, "processes": args.processes,
+        "duration_s": args.duration, "warmup_s": args.warmup, "kmip_version": args.kmip_version,
+        **target.describe(),
+    }
+    return result
+
+
+def _source_version() -> str | None:
+    """The commit measured, with '+N' for N uncommitted changes in the working tree."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
+                               timeout=10, check=True).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+{len(dirty)}" if dirty else head
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.clients < 1 or args.processes < 1 or args.duration <= 0:
+        print("--clients, --processes and --duration must be positive", file=sys.stderr)
+        return 2
+    base = Path(tempfile.mkdtemp(prefix="kmip-bench-", dir=args.workdir))
+    tag = base.name.rsplit("-", 1)[-1]
+    targets: list[Target] = []
+    if not args.stock_only:
+        if args.target or args.client_conf:
+            if not args.client_conf:
+                print("--target needs --client-conf", file=sys.stderr)
+                return 2
+            targets.append(RunningServer(args.target, args.client_conf))
+        else:
+            targets.append(OurServer(base / "kmip-bridge", args.database, args.kek_kind, args.server_workers))
+    if args.compare or args.stock_only:
+        targets.append(StockServer(base / "pykmip", args.stock_logging_level))
+    results = []
+    try:
+        for t in targets:
+            results.append(bench(t, args, tag))
+    except TargetError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"instances kept in {base}", file=sys.stderr)
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    print(report.markdown(results))
+    if args.json:
+        meta = {"argv": sys.argv[1:] if argv is None else argv, "python": platform.python_version(),
+                "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "source": _source_version()}
+        report.write_json(args.json, results, meta)
+    return 0 if all(r["errors_total"] == 0 for r in results) else 3

@@ -1,0 +1,100 @@
+"""Smoke runs of the benchmark harness (``python -m kmip_bridge.bench``): it starts its targets,
+drives them and reports without errors. Short runs; no speed is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kmip.core.enums import Operation, ResultReason, ResultStatus
+from kmip.core.enums import Tags as T
+
+from kmip_bridge.bench import workloads
+from kmip_bridge.client import request
+from kmip_bridge.protocol import ttlv
+from kmip_bridge.protocol.messages import Response, Result, build_response
+
+from .conftest import Server
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+SHORT = ["--clients", "2", "--processes", "2", "--duration", "2", "--warmup", "0.5", "--warm-keys", "8", "--names", "4"]
+
+
+@pytest.fixture(scope="module", params=["sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def _bench(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "kmip_bridge.bench", *SHORT, "--workdir", str(tmp_path), "--json", str(out), *args],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, check=False,
+    )
+    assert done.returncode == 0, f"bench failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-4000:]}"
+    assert "| target |" in done.stdout  # the markdown table
+    return json.loads(out.read_text())
+
+
+def _check(result: dict, kinds: set[str]) -> None:
+    assert result["errors_total"] == 0, result["errors"]
+    assert result["warmup_errors"] == 0
+    assert result["ops"] > 0
+    assert set(result["ops_by_kind"]) == kinds
+    lat = result["latency_ms"]["all"]
+    assert lat["count"] == result["ops"] and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    assert result["generator"]["processes"] == 2 and result["generator"]["cpu_s"] > 0
+
+
+def test_request_templates_and_response_scanning() -> None:
+    """The pre-encoded pieces equal a full encoding; the scanner reads what the codec wrote."""
+    uid = "5d1e4f0c-0000-4000-8000-000000000001"
+    get = workloads.IdMessages(Operation.GET, (1, 2))
+    payload = ttlv.struct_(T.REQUEST_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, uid)])
+    assert get(uid.encode()) == ttlv.encode(request([(Operation.GET.value, payload)], version=(1, 2)))
+    assert get(b"7") == ttlv.encode(request([(Operation.GET.value, ttlv.struct_(
+        T.REQUEST_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, "7")])), ], version=(1, 2)))
+    ok = Result(Operation.CREATE.value, None, ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, uid)]))
+    data = ttlv.encode(build_response(Response((1, 2), [ok])))
+    assert workloads.status_of(data) == (True, 0) and workloads.uid_of(data) == uid.encode()
+    bad = Result(Operation.GET.value, None, status=ResultStatus.OPERATION_FAILED.value,
+                 reason=ResultReason.ITEM_NOT_FOUND.value, message="no such object")
+    data = ttlv.encode(build_response(Response((1, 2), [bad])))
+    assert workloads.status_of(data) == (False, ResultReason.ITEM_NOT_FOUND.value)
+    assert workloads.message_of(data) == "no such object"
+    for name in workloads.WORKLOADS:  # every request decodes as a well-formed message
+        kit = workloads.Kit((1, 4), names=["n"], warm_ids=[uid.encode()])
+        kit.prepare()
+        prog = workloads.PROGRAMS[name](kit, 0)
+        kind, msg = next(prog)
+        assert ttlv.decode(msg).tag == T.REQUEST_MESSAGE.value, kind
+
+
+def test_create_get_on_a_fresh_sqlite_instance(tmp_path: Path) -> None:
+    data = _bench(tmp_path, "--workload", "create-get", "--database", "sqlite")
+    (result,) = data["results"]
+    assert result["target"] == "kmip-bridge" and result["config"]["database"] == "sqlite"
+    _check(result, {"create", "get"})
+    assert result["pairs_per_s"] > 0 and result["server"]["cpu_s"] > 0
+    assert not list(tmp_path.glob("kmip-bench-*")), "temporary instance left behind"
+
+
+def test_mixed_against_a_running_server(tmp_path: Path, server: Server) -> None:
+    data = _bench(tmp_path, "--workload", "mixed", "--target", f"127.0.0.1:{server.port}",
+                  "--client-conf", str(server.dir / "clients" / "admin"))
+    _check(data["results"][0], {"create", "get", "locate", "register"})
+    assert server.alive()
+
+
+def test_compare_with_stock_pykmip(tmp_path: Path) -> None:
+    """Stock pykmip-server starts in about a second, so the comparison is part of the smoke run."""
+    data = _bench(tmp_path, "--workload", "mixed", "--compare")
+    ours, stock = data["results"]
+    assert (ours["target"], stock["target"]) == ("kmip-bridge", "pykmip")
+    for r in (ours, stock):
+        _check(r, {"create", "get", "locate", "register"})
+    assert ours["ratio_vs_stock"] > 0

@@ -1,0 +1,313 @@
+"""The hash-chained audit file: chaining, tamper detection with the right line, appends from several
+processes and threads, the per-process hash cache, and its configuration."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kmip_bridge import audit
+from kmip_bridge.audit import GENESIS, AuditLog, record_hash, verify
+from kmip_bridge.config import ConfigError, config_warnings, load
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fields(i: int) -> dict[str, object]:
+    return {
+        "identity": f"client-{i % 3}",
+        "groups": ["admin"] if i % 2 else [],
+        "peer": f"127.0.0.1:{40000 + i}",
+        "operation": "GET",
+        "object": f"uid-{i}",
+        "status": "SUCCESS",
+        "reason": None,
+    }
+
+
+def _write(path: Path, n: int) -> list[bytes]:
+    log = AuditLog(path)
+    try:
+        for i in range(n):
+            log.write(_fields(i))
+    finally:
+        log.close()
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def test_records_chain_from_genesis_and_verify(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _write(path, 5)
+    records = [json.loads(line) for line in lines]
+    assert records[0]["prev"] == GENESIS
+    for before, after in itertools.pairwise(records):
+        assert after["prev"] == before["hash"]
+    for r in records:
+        assert record_hash(r) == r["hash"]
+        assert set(r) == {*_fields(0), "ts", "prev", "hash"}
+    verdict = verify(path)
+    assert verdict.intact and verdict.records == 5 and verdict.head == records[-1]["hash"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_an_empty_log_is_intact(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.touch()
+    assert verify(path).intact and verify(path).head == GENESIS
+
+
+def _tampered(path: Path, lines: list[bytes]) -> audit.Verdict:
+    path.write_bytes(b"".join(lines))
+    return verify(path)
+
+
+def test_edit_delete_swap_are_caught_at_the_right_line(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _write(path, 6)
+
+    edited = list(lines)
+    edited[2] = edited[2].replace(b'"status":"SUCCESS"', b'"status":"OPERATION_FAILED"')
+    v = _tampered(path, edited)
+    assert (v.broken_line, v.records) == (3, 2) and "altered" in v.reason
+
+    v = _tampered(path, lines[:2] + lines[3:])  # line 3 deleted
+    assert v.broken_line == 3 and "deleted" in v.reason
+
+    v = _tampered(path, [*lines[:2], lines[3], lines[2], *lines[4:]])  # lines 3 and 4 swapped
+    assert v.broken_line == 3 and "chain broken" in v.reason
+
+    v = _tampered(path, lines[1:])  # the first record removed
+    assert v.broken_line == 1 and "genesis" in v.reason
+
+    v = _tampered(path, [*lines[:5], lines[5][:-10]])  # torn last record
+    assert v.broken_line == 6 and "incomplete" in v.reason
+
+    v = _tampered(path, [*lines[:3], b"not json\n", *lines[3:]])
+    assert v.broken_line == 4 and "JSON" in v.reason
+
+
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _write(path, 4)
+    record = json.loads(lines[1])
+    record["identity"] = "someone-else"
+    record["hash"] = record_hash(record)
+    forged = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    v = _tampered(path, [lines[0], forged, *lines[2:]])
+    assert v.broken_line == 3 and "prev does not match the hash of line 2" in v.reason
+
+
+def test_writers_in_one_process_resync_through_the_file_size(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    a, b = AuditLog(path), AuditLog(path)  # as two worker processes would
+    resyncs = []
+    for log in (a, b):
+        original = log._resync
+
+        def counting(size: int, original=original) -> int:  # type: ignore[no-untyped-def]
+            resyncs.append(size)
+            return original(size)
+
+        log._resync = counting  # type: ignore[method-assign]
+    for i in range(10):
+        a.write(_fields(i))
+    for i in range(3):
+        (a if i % 2 else b).write(_fields(i))
+    a.close()
+    b.close()
+    assert verify(path).intact and verify(path).records == 13
+    # a read the tail once at its first write, then only after b had written; b likewise.
+    assert len(resyncs) == 4
+
+
+def test_many_processes_and_threads_append_one_intact_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    code = textwrap.dedent(
+        f"""
+        import threading
+        from pathlib import Path
+        from kmip_bridge.audit import AuditLog
+        log = AuditLog(Path({str(path)!r}))
+        def run(t):
+            for i in range(150):
+                log.write({{"identity": "p", "thread": t, "i": i}})
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(3)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        log.close()
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    verdict = verify(path)
+    assert verdict.intact, (verdict.broken_line, verdict.reason)
+    assert verdict.records == 4 * 3 * 150
+
+
+def test_threads_of_one_writer(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    threads = [threading.Thread(target=lambda: [log.write(_fields(i)) for i in range(200)]) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    assert verify(path).records == 1600 and verify(path).intact
+
+
+def test_a_torn_tail_is_reported_and_writing_continues(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = _write(path, 3)
+    path.write_bytes(b"".join(lines) + b'{"identity":"half a rec')  # a crash mid-append
+    log = AuditLog(path)
+    log.write(_fields(9))
+    log.close()
+    v = verify(path)
+    assert v.broken_line == 4 and v.records == 3
+    assert json.loads(path.read_bytes().splitlines()[-1])["object"] == "uid-9"
+
+
+def test_text_is_escaped_so_a_record_stays_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    log.write({"identity": 'evil\n{"forged": true}\u2028é', "peer": "x"})
+    log.close()
+    assert len(path.read_bytes().splitlines()) == 1
+    assert verify(path).intact
+
+
+def test_long_records_are_found_from_the_tail(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    a, b = AuditLog(path), AuditLog(path)
+    a.write({"identity": "x" * 20000})  # longer than one tail read
+    b.write({"identity": "y"})
+    a.write({"identity": "x" * 9000})
+    b.write({"identity": "y"})
+    a.close()
+    b.close()
+    assert verify(path).intact and verify(path).records == 4
+
+
+# -- configuration and CLI ---------------------------------------------------------------------------
+
+
+def _config(tmp_path: Path, **sections: object) -> Path:
+    raw = {
+        "tls": {"ca": "ca.pem", "cert": "s.pem", "key": "s.key"},
+        "keyhsm": {"pin_file": "pin"},
+        "database": {"url": "sqlite:///x.db"},
+        **sections,
+    }
+    path = tmp_path / "server.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_audit_and_socket_defaults_live_in_the_instance(tmp_path: Path) -> None:
+    s = load(_config(tmp_path))
+    assert s.audit.enabled and s.audit.path == tmp_path / "audit.jsonl"
+    assert s.keyhsm.mode == "inprocess" and s.keyhsm.socket == tmp_path / "keyhsm.sock"
+    s = load(_config(tmp_path, audit={"path": "logs/a.jsonl", "enabled": False}))
+    assert not s.audit.enabled and s.audit.path == tmp_path / "logs" / "a.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("sections", "message"),
+    [
+        ({"audit": {"enabled": "yes"}}, "audit.enabled: must be true or false"),
+        ({"audit": {"file": "x"}}, "audit.file: unknown key"),
+        ({"keyhsm": {"pin_file": "pin", "mode": "remote"}}, "keyhsm.mode: must be one of inprocess, socket"),
+        ({"keyhsm": {"pin_file": "pin", "socket": "/" + "s" * 120}}, "keyhsm.socket: path too long"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, sections: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(_config(tmp_path, **sections))
+
+
+def test_a_pin_in_the_yaml_draws_a_warning_without_the_pin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KMIP_BRIDGE_TOKEN_PIN", raising=False)
+    (tmp_path / "pin").write_text("0123\n")
+    os.chmod(tmp_path / "pin", 0o600)
+    assert config_warnings(load(_config(tmp_path))) == []
+    s = load(_config(tmp_path, keyhsm={"pin": "s3cr3t-pin-777"}))
+    (warning,) = config_warnings(s)
+    assert "keyhsm.pin" in warning and "s3cr3t-pin-777" not in warning
+    os.chmod(tmp_path / "pin", 0o644)
+    (warning,) = config_warnings(load(_config(tmp_path)))
+    assert "readable by others" in warning and "0123" not in warning
+
+
+def test_cli_audit_verify(tmp_path: Path) -> None:
+    from kmip_bridge.cli import main
+
+    config = _config(tmp_path)
+    lines = _write(tmp_path / "audit.jsonl", 4)
+    assert main(["audit", "verify", "--config", str(config)]) == 0
+    (tmp_path / "cut.jsonl").write_bytes(lines[0] + lines[2] + lines[3])
+    assert main(["audit", "verify", "--config", str(config), "--file", str(tmp_path / "cut.jsonl")]) == 1
+    assert main(["audit", "verify", "--config", str(config), "--file", str(tmp_path / "none")]) == 1
+
+
+# -- what dispatch records ----------------------------------------------------------------------------
+
+
+def test_batch_items_and_refusals_become_records(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from kmip.core.enums import Operation, ResultReason, ResultStatus
+    from kmip.core.enums import Tags as T
+
+    from kmip_bridge.operations import auditing
+    from kmip_bridge.operations.context import RequestContext, Services
+    from kmip_bridge.policy import Identity
+    from kmip_bridge.protocol import ttlv
+    from kmip_bridge.protocol.messages import BatchItem, Result
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    services = Services(keyhsm=None, store=None, policy=None, audit=log)  # type: ignore[arg-type]
+    ctx = RequestContext(services, Identity("alice", frozenset({"ops", "admin"})), "10.0.0.1:5000")
+    secret = b"material-that-must-not-appear"
+    register = BatchItem(Operation.REGISTER.value, None, ttlv.struct_(T.REQUEST_PAYLOAD, [
+        ttlv.Item(T.KEY_MATERIAL.value, ttlv.Type.BYTE_STRING, secret)]))
+    answer = ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, "uid-1")])
+    with caplog.at_level("DEBUG", logger="kmip_bridge.audit"):
+        auditing.record(ctx, register, Result(register.operation, None, payload=answer))
+        ctx.id_placeholder = "uid-1"
+        get = BatchItem(Operation.GET.value, None, None)  # by the ID placeholder
+        failed = Result(get.operation, None, status=ResultStatus.OPERATION_FAILED.value,
+                        reason=ResultReason.PERMISSION_DENIED.value, message="no")
+        auditing.record(ctx, get, failed)
+        auditing.record(ctx, BatchItem(Operation.LOCATE.value, None, None), Result(Operation.LOCATE.value, None,
+                        payload=ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, "uid-1")])))
+        auditing.refused(services, "mallory", "10.0.0.9:1", "identity 'mallory' is disabled")
+    log.close()
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert [(r["operation"], r["object"], r["status"], r["reason"]) for r in records] == [
+        ("REGISTER", "uid-1", "SUCCESS", None),
+        ("GET", "uid-1", "OPERATION_FAILED", "PERMISSION_DENIED"),
+        ("LOCATE", None, "SUCCESS", None),
+        ("-", None, "OPERATION_FAILED", "PERMISSION_DENIED"),
+    ]
+    assert records[0]["groups"] == ["admin", "ops"] and records[0]["peer"] == "10.0.0.1:5000"
+    assert records[3]["identity"] == "mallory" and "disabled" in records[3]["detail"]
+    assert secret not in path.read_bytes() and secret.hex().encode() not in path.read_bytes()
+    assert verify(path).intact
+    # With the audit file on, the per-item log line is DEBUG; refusals are logged by the caller.
+    lines = [r for r in caplog.records if r.getMessage() == "request"]
+    assert len(lines) == 3 and all(r.levelname == "DEBUG" for r in lines)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="kmip_bridge.audit"):
+        auditing.record(RequestContext(Services(None, None, None), ctx.identity, "p"), get, failed)  # type: ignore[arg-type]
+    assert [r.levelname for r in caplog.records] == ["INFO"]
