@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ssl
 import sys
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = certs.add_parser("client", help="issue a client certificate and pykmip.conf")
     c.add_argument("name")
     c.add_argument("--group", action="append", default=[], help="group (certificate OU); repeatable")
+    _config_arg(c)
+    c = certs.add_parser("revoke", help="add NAME's client certificate to the dev CA's CRL (pki/crl.pem)")
+    c.add_argument("name")
     _config_arg(c)
 
     p = sub.add_parser("keyhsm", help="key-encryption keys on the token")
@@ -94,12 +98,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_connections=s.max_connections,
         drain_timeout=s.drain_timeout,
     )
-    tls = server_context(settings.tls.ca, settings.tls.cert, settings.tls.key, settings.tls.min_version)
+    def tls() -> ssl.SSLContext:
+        # Re-run by each worker on SIGHUP: the tls section is re-read, so renewed certificates
+        # and a new or updated CRL take effect without a restart.
+        t = load(settings.path).tls
+        return server_context(t.ca, t.cert, t.key, t.min_version, t.crl)
+
     return serve(opts, tls, lambda: App(settings))
 
 
 def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
     from .instance import ensure_client
+
+    if args.certs_command == "revoke":
+        from . import pki
+
+        cert = settings.instance_dir / "clients" / args.name / "cert.pem"
+        crl = settings.tls.crl or settings.tls.ca.parent / "crl.pem"
+        pki.revoke(settings.tls.ca, settings.tls.ca.with_suffix(".key"), cert, crl)
+        print(crl)
+        if settings.tls.crl is None:
+            print(f"set tls.crl: {crl} in the config, then send the server SIGHUP", file=sys.stderr)
+        return 0
 
     print(ensure_client(settings, args.name, tuple(args.group)))
     return 0

@@ -40,6 +40,7 @@ class TlsSettings:
     cert: Path
     key: Path
     min_version: str = "1.2"
+    crl: Path | None = None  # PEM CRL of the client CA; re-read on SIGHUP
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class Settings:
         return self.path.parent
 
 
-_PATH_KEYS = {"ca", "cert", "key", "pin_file", "softhsm2_conf", "lock_file", "directory", "path", "socket"}
+_PATH_KEYS = {"ca", "cert", "key", "crl", "pin_file", "softhsm2_conf", "lock_file", "directory", "path", "socket"}
 
 
 def _build(cls: type, section: str, raw: Any, base: Path) -> Any:

@@ -113,3 +113,26 @@ def issue(
     cert = builder.sign(ca_private, hashes.SHA256())
     _write_private(key_path, key)
     _write_cert(cert_path, cert)
+
+
+def revoke(ca_cert: Path, ca_key: Path, cert_path: Path, crl_path: Path) -> None:
+    """Adds a certificate to the CA's CRL (``crl_path``, created if absent), keeping earlier entries."""
+    ca, ca_private = _load(ca_cert, ca_key)
+    serial = x509.load_pem_x509_certificate(cert_path.read_bytes()).serial_number
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=30))
+    )
+    serials = {serial}
+    if crl_path.exists():
+        for entry in x509.load_pem_x509_crl(crl_path.read_bytes()):
+            if entry.serial_number not in serials:
+                builder = builder.add_revoked_certificate(entry)
+    builder = builder.add_revoked_certificate(
+        x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+    )
+    crl = builder.sign(ca_private, hashes.SHA256())
+    crl_path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))

@@ -33,7 +33,7 @@ class ServeOptions:
     drain_timeout: float
 
 
-def _spawn(listener: socket.socket, tls: ssl.SSLContext, factory: Callable[[], Application],
+def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application],
            opts: ServeOptions, per_worker: int) -> tuple[int, int]:
     r, w = os.pipe()
     pid = os.fork()
@@ -73,7 +73,8 @@ def _await_ready(fd: int) -> str:
     return b"".join(chunks).decode(errors="replace") or "error: worker exited during start-up"
 
 
-def serve(opts: ServeOptions, tls: ssl.SSLContext, factory: Callable[[], Application]) -> int:
+def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application]) -> int:
+    tls()  # fail here, with one message, if the certificates cannot be loaded
     listener = socket.create_server((opts.host, opts.port), backlog=1024)
     n = opts.workers or os.cpu_count() or 1
     per_worker = max(1, opts.max_connections // n)

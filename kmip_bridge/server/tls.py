@@ -9,11 +9,18 @@ from pathlib import Path
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 
-def server_context(ca: Path, cert: Path, key: Path, min_version: str = "1.2") -> ssl.SSLContext:
+def server_context(
+    ca: Path, cert: Path, key: Path, min_version: str = "1.2", crl: Path | None = None
+) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cafile=str(ca))
+    if crl is not None:
+        # Client certificates are checked against the CA's revocation list (leaf only: the
+        # CA is the trust anchor itself).
+        ctx.load_verify_locations(cafile=str(crl))
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION

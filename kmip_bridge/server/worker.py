@@ -56,7 +56,7 @@ def _reload(app: Application) -> None:
 
 def run_worker(
     listener: socket.socket,
-    tls: ssl.SSLContext,
+    tls_factory: Callable[[], ssl.SSLContext],
     app_factory: Callable[[], Application],
     limits: Limits,
     max_connections: int,
@@ -68,6 +68,7 @@ def run_worker(
     except Exception as exc:  # noqa: BLE001 - reported to the master, which refuses to start
         report(f"error: {exc}")
         return 3
+    tls = [tls_factory()]  # replaced as a whole on SIGHUP; a connection keeps the one it started with
     report("ok")
     stopping = threading.Event()
     reload_requested = threading.Event()
@@ -82,7 +83,7 @@ def run_worker(
 
     def connection(sock: socket.socket, peer: str) -> None:
         try:
-            serve_connection(sock, peer, tls, app, limits, in_flight)
+            serve_connection(sock, peer, tls[0], app, limits, in_flight)
         finally:
             slots.release()
 
@@ -90,6 +91,10 @@ def run_worker(
         if reload_requested.is_set():
             reload_requested.clear()
             _reload(app)
+            try:
+                tls[0] = tls_factory()
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                log.error("TLS reload failed; keeping the previous certificates", extra={"error": str(exc)})
         if not sel.select(timeout=0.5):
             continue
         try:

@@ -214,3 +214,35 @@ def test_bad_policy_file_stops_startup(tmp_path) -> None:  # type: ignore[no-unt
                             timeout=120)
     assert result.returncode == 1
     assert "broken.yaml:4: unknown operation 'Fly'" in result.stderr
+
+
+def test_revoked_client_certificate_is_refused_after_sighup(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    inst = make_instance(tmp_path / "crl", None)
+    inst.client("eve")
+    server = inst.start()
+    try:
+        eve = Client(server, inst, "eve")
+        eve.register_secret(b"e")  # works before revocation
+        eve.close()
+        crl = run_cli("certs", "revoke", "eve", "--config", str(inst.config)).stdout.strip()
+        cfg = yaml.safe_load(inst.config.read_text())
+        cfg["tls"]["crl"] = crl
+        inst.config.write_text(yaml.safe_dump(cfg))
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 15
+        refused = False
+        while time.monotonic() < deadline and not refused:
+            try:
+                c = Client(server, inst, "eve")
+                c.call(Operation.QUERY)
+                c.close()
+                time.sleep(0.2)
+            except (OSError, ConnectionError):
+                refused = True
+        assert refused, "a revoked certificate was still accepted after SIGHUP"
+        assert server.saw("certificate revoked")
+        admin = Client(server, inst, "admin")  # everyone else is unaffected
+        assert admin.register_secret(b"a")
+        admin.close()
+    finally:
+        assert server.stop() == 0
