@@ -10,6 +10,7 @@ import os
 
 from kmip.core.enums import ResultReason
 
+from . import metrics
 from .audit import AuditLog
 from .config import Settings
 from .keyhsm import KeyHsm, TokenSettings
@@ -82,13 +83,14 @@ class Session:
             log.info("request refused", extra={"peer": self._peer, "reason": refusal})
             auditing.refused(self._app.services, self._identity.name if self._identity else None, self._peer, refusal)
             return messages.error_response(messages.peek_version(message), error)
-        return handle_message(self._app.services, identity, self._peer, data, self._app.limits)
+        return handle_message(self._app.services, identity, self._peer, data, self._app.limits,
+                              self._app.settings.server.max_batch_items)
 
 
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.limits = ttlv.Limits()
+        self.limits = ttlv.Limits(settings.server.max_depth, settings.server.max_items)
         store = Store(settings.database.url, settings.database.pool_size)
         try:
             store.ping()
@@ -107,7 +109,13 @@ class App:
             keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants,
             audit=audit,
         )
+        # metrics on: this worker's token and database checks, published for /readyz
+        self._readiness = metrics.start_readiness(self._check_ready)
         log.info("worker ready", extra={"pid": os.getpid()})
+
+    def _check_ready(self) -> None:
+        self.services.keyhsm.check()
+        self.services.store.ping()
 
     def open_session(self, peer_cert_der: bytes, peer: str) -> Session:
         try:
@@ -122,6 +130,8 @@ class App:
         self.services.policy.reload()
 
     def close(self) -> None:
+        if self._readiness is not None:
+            self._readiness.set()
         self.services.keyhsm.close()
         self.services.store.close()
         if self.services.audit is not None:

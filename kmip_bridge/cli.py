@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = kh.add_parser("revoke", help="destroy KEK LABEL (NAME-vN, or NAME for every version)")
     c.add_argument("label")
     _config_arg(c)
+    c = kh.add_parser("rewrap", help="re-seal every object under a retired KEK version under the current one (online)")
+    c.add_argument("--batch", type=int, default=200, help="objects per batch and transaction (default 200)")
+    c.add_argument("--pause", type=float, default=0.0, help="seconds to sleep between batches (throttle)")
+    _config_arg(c)
     c = kh.add_parser("serve", help="run the Key HSM as a local service on keyhsm.socket (for keyhsm.mode: socket)")
     _config_arg(c)
 
@@ -97,6 +101,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits=Limits(s.max_message_size, s.idle_timeout, s.read_timeout),
         max_connections=s.max_connections,
         drain_timeout=s.drain_timeout,
+        # One multiprocess directory per node (KMIP port): several nodes may share an instance.
+        metrics=(m.host, m.port, settings.instance_dir / "metrics" / str(s.port)) if (m := settings.metrics).enabled
+        else None,
     )
     def tls() -> ssl.SSLContext:
         # Re-run by each worker on SIGHUP: the tls section is re-read, so renewed certificates
@@ -181,11 +188,37 @@ def cmd_keyhsm(args: argparse.Namespace, settings: Settings) -> int:
         elif args.keyhsm_command == "rotate":
             kek = hsm.rotate_kek(args.name or settings.keyhsm.kek)
             print(f"{kek.label} {kek.kind} created; new objects use it")
+        elif args.keyhsm_command == "rewrap":
+            return _rewrap(args, settings, hsm)
         elif args.keyhsm_command == "revoke":
             for label in hsm.revoke_kek(args.label):
                 print(f"{label} destroyed on the token; objects under it are irretrievable")
     finally:
         hsm.close()
+    return 0
+
+
+def _rewrap(args: argparse.Namespace, settings: Settings, hsm: object) -> int:
+    from .rewrap import rewrap
+    from .store import Store
+
+    if args.batch < 1:
+        print("kmip-bridge: --batch must be at least 1", file=sys.stderr)
+        return 2
+    names = [settings.keyhsm.kek, *sorted(set(settings.keyhsm.tenants.values()))]
+    store = Store(settings.database.url, pool_size=2)
+    try:
+        out = rewrap(hsm, store, names, batch=args.batch, progress=sys.stderr, pause=args.pause)
+    finally:
+        store.close()
+    print(f"rewrapped {out.rewrapped} objects in {out.seconds:.1f} s; {out.remaining} left under "
+          f"retired KEK versions ({', '.join(out.retired) or 'none'})")
+    for uid, why in sorted(out.failed.items()):
+        print(f"{uid}: not rewrapped: {why}", file=sys.stderr)
+    if out.remaining:
+        print("kmip-bridge: objects remain under retired KEK versions; run rewrap again before revoking",
+              file=sys.stderr)
+        return 1
     return 0
 
 

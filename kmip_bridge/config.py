@@ -32,6 +32,9 @@ class ServerSettings:
     idle_timeout: float = 300.0
     read_timeout: float = 30.0
     drain_timeout: float = 10.0
+    max_batch_items: int = 1000  # a request with more gets one Invalid Message failure
+    max_depth: int = 32  # TTLV structure nesting
+    max_items: int = 100_000  # TTLV items in one message
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,13 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = False
+    host: str = "127.0.0.1"  # loopback unless deliberately exposed
+    port: int = 9696
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     server: ServerSettings
@@ -114,6 +124,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     @property
     def instance_dir(self) -> Path:
@@ -196,6 +207,14 @@ def _check(settings: Settings) -> None:
         raise ConfigError("server.max_message_size: must be at least 1024 bytes")
     if s.max_connections < 1:
         raise ConfigError("server.max_connections: must be at least 1")
+    for key in ("max_batch_items", "max_depth", "max_items"):
+        if getattr(s, key) < 1:
+            raise ConfigError(f"server.{key}: must be at least 1")
+    if s.max_depth > 256:  # the decoder recurses once per level
+        raise ConfigError("server.max_depth: must be at most 256")
+    for key in ("idle_timeout", "read_timeout", "drain_timeout"):
+        if getattr(s, key) <= 0:
+            raise ConfigError(f"server.{key}: must be a positive number of seconds")
     if settings.tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version: must be \"1.2\" or \"1.3\"")
     if settings.keyhsm.kek_kind not in KEK_KINDS:
@@ -206,6 +225,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"keyhsm.mode: must be one of {', '.join(KEYHSM_MODES)}")
     if settings.keyhsm.socket is not None and len(os.fsencode(settings.keyhsm.socket)) > 107:
         raise ConfigError("keyhsm.socket: path too long for a Unix socket (at most 107 bytes)")
+    if not 0 < settings.metrics.port < 65536:
+        raise ConfigError(f"metrics.port: {settings.metrics.port} is not a TCP port (1-65535)")
     if settings.logging.format not in ("json", "text"):
         raise ConfigError("logging.format: must be json or text")
     if settings.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -227,7 +248,7 @@ def load(path: str | os.PathLike[str] | None = None, port: int | None = None) ->
         raise ConfigError(f"{cfg_path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{cfg_path}: must be a YAML mapping of sections")
-    sections = {"server", "tls", "keyhsm", "database", "policy", "logging", "audit"}
+    sections = {"server", "tls", "keyhsm", "database", "policy", "logging", "audit", "metrics"}
     unknown = sorted(set(raw) - sections)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown section (expected {', '.join(sorted(sections))})")
@@ -247,6 +268,7 @@ def load(path: str | os.PathLike[str] | None = None, port: int | None = None) ->
         policy=_build(PolicySettings, "policy", raw.get("policy"), base),
         logging=_build(LoggingSettings, "logging", raw.get("logging"), base),
         audit=_build(AuditSettings, "audit", raw.get("audit"), base),
+        metrics=_build(MetricsSettings, "metrics", raw.get("metrics"), base),
     )
     settings = _resolve_sqlite(settings, base)
     settings = _instance_defaults(settings, base)

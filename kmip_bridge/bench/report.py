@@ -67,6 +67,17 @@ def merge(parts: list[dict[str, Any]], duration: float) -> dict[str, Any]:
     }
 
 
+def samples_us(parts: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Every latency sample, per operation, in microseconds (for ``--samples``)."""
+    out: dict[str, list[int]] = {}
+    for part in parts:
+        for kind, raw in part["latencies"].items():
+            arr = array("q")
+            arr.frombytes(raw)
+            out.setdefault(kind, []).extend(v // 1000 for v in arr)
+    return out
+
+
 def cpu_block(seconds: float, duration: float, ops: int, **extra: object) -> dict[str, object]:
     return {
         "cpu_s": round(seconds, 2),

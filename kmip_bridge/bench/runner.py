@@ -8,6 +8,7 @@ their warm set, then start every process at the same instant: ``--warmup`` secon
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-keys", type=int, default=256, help="keys created first for get/mixed")
     p.add_argument("--names", type=int, default=64, help="named keys created first for locate/mixed")
     p.add_argument("--json", type=Path, help="write the results as JSON to this file")
+    p.add_argument("--samples", type=Path, help="write every latency sample (µs, per operation) as JSON here")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                   help="before each target, wait up to S seconds for the machine to be idle (shared hosts)")
     p.add_argument("--workdir", type=Path, help="parent folder for the temporary instances")
     p.add_argument("--keep", action="store_true", help="keep the temporary instances (and their logs)")
     p.add_argument("--py-spy", type=Path, metavar="DIR", help="profile the server processes into DIR")
@@ -121,6 +125,8 @@ def run_load(ep: Endpoint, args: argparse.Namespace, target: Target, tag: str) -
                 proc.terminate()
             conn.close()
     result = report.merge(parts, args.duration)
+    if args.samples:
+        result["_samples_us"] = report.samples_us(parts)
     ops = result["ops"]
     result["server"] = report.cpu_block(cpu1 - cpu0, args.duration, ops, processes=len(pids)) if pids else None
     if db_pids:
@@ -147,12 +153,28 @@ def run_load(ep: Endpoint, args: argparse.Namespace, target: Target, tag: str) -
     return result
 
 
+def wait_idle(limit: float, label: str, threshold: float = 0.15) -> None:
+    """Waits (up to ``limit`` s) until the machine's busy CPU over 3 s is under ``threshold`` cores."""
+    deadline = time.monotonic() + limit
+    while True:
+        m0 = machine_cpu()
+        time.sleep(3.0)
+        busy = (machine_cpu()[0] - m0[0]) / 3.0
+        if busy < threshold:
+            return
+        if time.monotonic() > deadline:
+            print(f"{label}: machine still busy ({busy:.2f} cores); measuring anyway", file=sys.stderr)
+            return
+
+
 def bench(target: Target, args: argparse.Namespace, tag: str) -> dict[str, Any]:
     print(f"{target.label}: starting", file=sys.stderr)
     ep = target.start()
     try:
         print(f"{target.label}: {ep.host}:{ep.port}; {args.clients} clients in {args.processes} processes, "
               f"{args.workload}, {args.warmup:g} s warm-up + {args.duration:g} s", file=sys.stderr)
+        if args.wait_idle > 0:
+            wait_idle(args.wait_idle, target.label)
         result = run_load(ep, args, target, tag)
     finally:
         target.stop()
@@ -208,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"instances kept in {base}", file=sys.stderr)
         else:
             shutil.rmtree(base, ignore_errors=True)
+    if args.samples:
+        args.samples.write_text(json.dumps({r["target"]: r.pop("_samples_us") for r in results}))
     print(report.markdown(results))
     if args.json:
         meta = {"argv": sys.argv[1:] if argv is None else argv, "python": platform.python_version(),

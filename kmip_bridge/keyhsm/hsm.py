@@ -107,6 +107,19 @@ class KeyHsm:
         )
         return envelope.decrypt(dek, sealed, associated)
 
+    def rewrap(self, object_id: str, sealed: Sealed, context: str = "") -> Sealed:
+        """The same material re-sealed under the current version of the KEK name it is under
+        (``sealed`` itself if that is already current). The material's AAD binds the KEK label, so
+        a bare re-wrap of the DEK would break it: the material is opened and sealed afresh (new DEK,
+        new nonce) here, and neither the DEK nor the material ever reaches the caller."""
+        envelope.validate(sealed)
+        parsed = kek.parse_label(sealed.kek_label)
+        assert parsed is not None  # validate() checked it
+        name = parsed[0]
+        if self.current_kek(name).label == sealed.kek_label:
+            return sealed
+        return self.seal(object_id, self.open(object_id, sealed, context), context, kek_name=name)
+
     def _rsa_public(self, label: str) -> rsa.RSAPublicKey:
         """The cached public key, after confirming the private half still exists and matches: the
         software wrap never touches the token, and sealing under a revoked KEK would lose the object."""

@@ -93,6 +93,11 @@ class RemoteKeyHsm:
             (material,) = _exactly(out, 1)
         return material
 
+    def rewrap(self, object_id: str, sealed: Sealed, context: str = "") -> Sealed:
+        out = self._call(wire.REWRAP, [object_id.encode(), context.encode(), *wire.sealed_fields(sealed)], retry=True)
+        with self._answer():
+            return wire.sealed_from(out)
+
     def current_kek(self, kek_name: str | None = None) -> KekInfo:
         return self._one_kek(self._call(wire.CURRENT_KEK, [(kek_name or self._kek_name).encode()], retry=True))
 

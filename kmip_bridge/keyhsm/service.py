@@ -171,6 +171,9 @@ class KeyHsmService:
         if op == wire.OPEN:
             _arity(f, 8)
             return [hsm.open(text(f[0]), wire.sealed_from(f[2:]), text(f[1]))]
+        if op == wire.REWRAP:
+            _arity(f, 8)
+            return wire.sealed_fields(hsm.rewrap(text(f[0]), wire.sealed_from(f[2:]), text(f[1])))
         if op == wire.CURRENT_KEK:
             _arity(f, 1)
             return wire.kek_fields(hsm.current_kek(text(f[0]) or None))

@@ -190,10 +190,17 @@ def _check_name_free(ctx: RequestContext, uid: str, attr: Attribute, own: list[A
         )
 
 
-def _answer(ctx: RequestContext, uid: str, attr: Attribute) -> Item:
-    """1.x echoes the attribute (Attribute Index omitted when 0); 2.x only the id."""
+def _answer(ctx: RequestContext, uid: str, attr: Attribute, index_given: bool = False) -> Item:
+    """1.x echoes the attribute (Attribute Index omitted when 0, unless the request named the
+    index: then it is echoed as given); 2.x only the id."""
     ctx.id_placeholder = uid
-    return objects.uid_payload(uid) if ctx.v2 else objects.uid_payload(uid, wire.to_v1(attr))
+    if ctx.v2:
+        return objects.uid_payload(uid)
+    item = wire.to_v1(attr)
+    if index_given and not attr.index:
+        name, *rest = item.value  # type: ignore[misc]
+        item = ttlv.struct_(T.ATTRIBUTE, [name, ttlv.integer(T.ATTRIBUTE_INDEX, 0), *rest])
+    return objects.uid_payload(uid, item)
 
 
 # -- operations --------------------------------------------------------------------------------------
@@ -221,6 +228,7 @@ def add_attribute(ctx: RequestContext, payload: Item) -> Item:
 
 def modify_attribute(ctx: RequestContext, payload: Item) -> Item:
     uid, row = _target(ctx, payload)
+    index_given = False
     if ctx.v2:
         new = _new_attribute(payload)
         current = _current_attribute(payload)
@@ -238,7 +246,8 @@ def modify_attribute(ctx: RequestContext, payload: Item) -> Item:
                 raise _no_instance(ctx, new.name)
             target = found[0]
     else:
-        new, _item = _v1_attribute(payload)
+        new, item = _v1_attribute(payload)
+        index_given = item.get(T.ATTRIBUTE_INDEX.value) is not None
         existing = _instances(ctx, uid, new.name)
         _check_writable(ctx, row, new, existing)
         if not existing:
@@ -251,7 +260,7 @@ def modify_attribute(ctx: RequestContext, payload: Item) -> Item:
     _check_name_free(ctx, uid, new, [r for r in existing if r is not target])
     changed = Attribute(new.name, new.value, target.position)
     objects.update(ctx, row, delete=[(new.name, target.position)], add=[objects.to_row(changed)])
-    return _answer(ctx, uid, changed)
+    return _answer(ctx, uid, changed, index_given)
 
 
 def set_attribute(ctx: RequestContext, payload: Item) -> Item:
@@ -315,7 +324,8 @@ def delete_attribute(ctx: RequestContext, payload: Item) -> Item:
         raise _no_instance(ctx, name)
     objects.update(ctx, row, delete=[(name, index)])
     # 1.x answers with the attribute it deleted (SKFF-M-9-14).
-    return _answer(ctx, uid, objects.from_row(found[0]))
+    return _answer(ctx, uid, objects.from_row(found[0]),
+                   index_given=payload.get(T.ATTRIBUTE_INDEX.value) is not None)
 
 
 def check(ctx: RequestContext, payload: Item) -> Item:

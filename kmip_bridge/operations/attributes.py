@@ -62,8 +62,20 @@ def get_attributes(ctx: RequestContext, payload: Item) -> Item:
     if ctx.v2:
         body = [ttlv.struct_(T.ATTRIBUTES, [wire.to_v2(a) for a in attrs])]
     else:
-        body = [wire.to_v1(a) for a in attrs]
+        body = [_v1_attribute(ctx, a) for a in attrs]
     return objects.uid_payload(uid, *body)
+
+
+def _v1_attribute(ctx: RequestContext, attr: Attribute) -> Item:
+    """Index 0 may be omitted (KMIP 1.x §2.1.1), and the KMIP 1.4 vectors omit it; KMIP 1.0-1.3
+    answers name it for each instance of a multi-instance attribute, as PyKMIP (1.2 by default)
+    reads it there."""
+    item = wire.to_v1(attr)
+    multi = attr.name in objects.MULTI_VALUED or wire.is_custom(attr.name)
+    if attr.index or not multi or ctx.version >= (1, 4):
+        return item
+    name, *rest = item.value  # type: ignore[misc]
+    return ttlv.struct_(T.ATTRIBUTE, [name, ttlv.integer(T.ATTRIBUTE_INDEX, 0), *rest])
 
 
 # Custom attributes first, then these in this order, then the rest alphabetically (as the OASIS

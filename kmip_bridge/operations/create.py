@@ -19,6 +19,7 @@ _LENGTHS: dict[int, tuple[int, ...] | None] = {
     # Three-key 3DES: 168 effective bits, 24 key bytes with parity bits (KMIP counts either way).
     CryptographicAlgorithm.TRIPLE_DES.value: (168, 192),
     CryptographicAlgorithm.CHACHA20.value: (256,),
+    CryptographicAlgorithm.IDEA.value: (128,),  # stored and handed out; no cipher operations
     CryptographicAlgorithm.HMAC_SHA1.value: None,
     CryptographicAlgorithm.HMAC_SHA224.value: None,
     CryptographicAlgorithm.HMAC_SHA256.value: None,

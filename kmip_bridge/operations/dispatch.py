@@ -15,7 +15,7 @@ from kmip.core.enums import BatchErrorContinuationOption, Operation, ResultReaso
 from kmip.core.enums import Tags as T
 from sqlalchemy.exc import DBAPIError
 
-from .. import keyhsm
+from .. import keyhsm, metrics
 from ..protocol import messages, ttlv
 from ..protocol.errors import KmipError
 from ..protocol.messages import BatchItem, Request, Response, Result
@@ -81,6 +81,9 @@ HANDLERS: dict[int, Handler] = {
 }
 
 
+_STATUS = {s.value: s.name.lower() for s in ResultStatus}
+
+
 def _op_name(op: int | None) -> str:
     try:
         return Operation(op).name if op is not None else "-"
@@ -138,6 +141,7 @@ def run_item(ctx: RequestContext, item: BatchItem) -> Result:
             result = Result.failure(item, error)
             result.payload = getattr(error, "payload", None)  # a failed 1.x Check names what failed
     auditing.record(ctx, item, result, started)  # the audit file (if enabled) and the log line
+    metrics.observe(_op_name(item.operation), _STATUS.get(result.status, "unknown"), started)
     return result
 
 
@@ -189,14 +193,15 @@ def _fit(response: Response, limit: int | None) -> bytes:
 
 
 def handle_message(
-    services: Services, identity: object, peer: str, data: bytes, limits: ttlv.Limits
+    services: Services, identity: object, peer: str, data: bytes, limits: ttlv.Limits,
+    max_batch_items: int | None = None,
 ) -> bytes:
     """Decodes, runs and encodes one request message. Raises ttlv.TtlvError only for bytes that
     are not TTLV at all (the connection is then closed)."""
     message = ttlv.decode(data, limits)
     version = messages.peek_version(message)
     try:
-        request = messages.parse_request(message)
+        request = messages.parse_request(message, max_batch_items)
     except KmipError as error:
         return messages.error_response(version, error)
     if request.version not in messages.SUPPORTED_VERSIONS:

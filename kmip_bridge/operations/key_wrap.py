@@ -6,7 +6,8 @@ Wrapping supports Wrapping Method Encrypt with
 - an RSA public key or certificate: OAEP with MGF1 (hash and mask hash default to SHA-1, the
   PKCS#1 and KMIP defaults; a client should name SHA-256).
 With no Encoding Option (or TTLV Encoding) the TTLV encoding of the Key Value structure is
-wrapped, as KMIP specifies; with No Encoding, the raw Key Material bytes.
+wrapped, as KMIP specifies, and the Key Value becomes that Byte String; with No Encoding, the raw
+Key Material bytes are wrapped and the Key Value stays a structure holding them as Key Material.
 """
 
 from __future__ import annotations
@@ -138,7 +139,13 @@ def wrap(ctx: RequestContext, row: ObjectRow, obj: Item, spec: Item) -> Item:
         info,  # echoes the key and parameters the client asked for, as the vectors show
         ttlv.enum(T.ENCODING_OPTION, encoding) if encoding is not None else None,
     ])
-    children = [ttlv.bytes_(T.KEY_VALUE, wrapped) if c.tag == T.KEY_VALUE.value else c for c in block]
+    if encoding == EncodingOption.NO_ENCODING.value:
+        # "The encoding of the Key Material within the Key Value structure": the structure stays,
+        # its Key Material is the wrapped bytes (as PyKMIP's client and server read it).
+        wrapped_value = ttlv.struct_(T.KEY_VALUE, [ttlv.bytes_(T.KEY_MATERIAL, wrapped)])
+    else:
+        wrapped_value = ttlv.bytes_(T.KEY_VALUE, wrapped)
+    children = [wrapped_value if c.tag == T.KEY_VALUE.value else c for c in block]
     new_block = ttlv.struct_(T.KEY_BLOCK, [*children, wrapping_data])
     return Item(obj.tag, Type.STRUCTURE, [new_block if c.tag == T.KEY_BLOCK.value else c for c in obj])
 

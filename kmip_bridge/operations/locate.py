@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kmip.core.enums import Operation, ResultReason
+from kmip.core.enums import Operation, ResultReason, State, StorageStatusMask
 from kmip.core.enums import Tags as T
 
 from ..protocol import attributes as wire
@@ -12,6 +12,28 @@ from ..protocol.errors import KmipError
 from ..protocol.ttlv import Item, Type
 from . import objects
 from .context import RequestContext
+
+_DESTROYED = (State.DESTROYED.value, State.DESTROYED_COMPROMISED.value)
+_LIVE = (State.PRE_ACTIVE.value, State.ACTIVE.value, State.DEACTIVATED.value, State.COMPROMISED.value)
+
+
+def _excluded_states(payload: Item, state: object) -> tuple[int, ...] | None:
+    """States the Storage Status Mask leaves out (None: nothing can match). Destroyed objects keep
+    their metadata but are not in on-line storage: as KMIP 2.x says, an omitted mask searches
+    on-line objects only, and Destroyed Storage (0x4) asks for destroyed ones. A State criterion
+    names the state it wants, so it is not narrowed further."""
+    if state is not None:
+        return ()
+    mask = payload.value_of(T.STORAGE_STATUS_MASK.value)
+    if not isinstance(mask, int):
+        return _DESTROYED
+    online = bool(mask & StorageStatusMask.ONLINE_STORAGE.value)
+    destroyed = bool(mask & StorageStatusMask.DESTROYED_STORAGE.value)
+    if online and destroyed:
+        return ()
+    if online:
+        return _DESTROYED
+    return _LIVE if destroyed else None  # nothing is archived here
 
 
 def _criteria(ctx: RequestContext, payload: Item) -> list[Attribute]:
@@ -25,8 +47,9 @@ def _criteria(ctx: RequestContext, payload: Item) -> list[Attribute]:
 def handle(ctx: RequestContext, payload: Item) -> Item:
     maximum = payload.value_of(T.MAXIMUM_ITEMS.value)
     offset = payload.value_of(T.OFFSET_ITEMS.value, 0)
-    object_type = state = None
+    object_type = state = uid = policy_name = None
     filters: list[tuple[str, str | tuple[int, int]]] = []
+    bit_filters: list[tuple[str, int]] = []
     criteria = _criteria(ctx, payload)
     dates: dict[str, list[int]] = {}
     ranged: set[str] = set()
@@ -38,6 +61,14 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
             object_type = c.value.value
         elif c.name == "State":
             state = c.value.value
+        elif c.name == "Unique Identifier" and isinstance(c.value.value, str):
+            uid = c.value.value
+        elif c.name == "Operation Policy Name" and isinstance(c.value.value, str):
+            # The policy every object has (named by its creator, else "default").
+            policy_name = c.value.value
+        elif c.name == "Cryptographic Usage Mask" and isinstance(c.value.value, int):
+            # KMIP Locate: a candidate matches when its mask has every bit the request sets.
+            bit_filters.append((c.name, c.value.value))
         elif c.name in ranged:
             continue  # the other end of a range already added
         elif len(dates.get(c.name, ())) == 2:
@@ -54,6 +85,9 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
             filters.append((c.name, key))
     offset = offset if isinstance(offset, int) else 0
     limit = maximum if isinstance(maximum, int) else None
+    excluded = _excluded_states(payload, state)
+    if excluded is None:
+        return ttlv.struct_(T.RESPONSE_PAYLOAD, [])
     policy = ctx.services.policy
     scope = policy.locate_scope(ctx.identity)
     rows = ctx.services.store.locate(
@@ -62,6 +96,10 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         object_type=object_type,  # type: ignore[arg-type]
         state=state,  # type: ignore[arg-type]
         attribute_filters=filters,
+        exclude_states=excluded,
+        uid=uid,
+        policy=policy_name,
+        bit_filters=bit_filters,
         offset=offset if scope.exact else 0,
         limit=limit if scope.exact else None,
     )

@@ -73,11 +73,12 @@ def _version_of(header: Item) -> Version:
     pv = header.get(T.PROTOCOL_VERSION.value)
     if pv is None or pv.type != Type.STRUCTURE:
         raise _invalid("request header has no Protocol Version")
-    major = pv.value_of(T.PROTOCOL_VERSION_MAJOR.value)
-    minor = pv.value_of(T.PROTOCOL_VERSION_MINOR.value)
-    if not isinstance(major, int) or not isinstance(minor, int):
+    major = pv.get(T.PROTOCOL_VERSION_MAJOR.value)
+    minor = pv.get(T.PROTOCOL_VERSION_MINOR.value)
+    # Integer type only: the version is echoed in the response, which encodes it as an Integer.
+    if major is None or minor is None or major.type != Type.INTEGER or minor.type != Type.INTEGER:
         raise _invalid("Protocol Version needs integer major and minor parts")
-    return (major, minor)
+    return (major.value, minor.value)  # type: ignore[return-value]
 
 
 def peek_version(message: Item) -> Version | None:
@@ -89,9 +90,15 @@ def peek_version(message: Item) -> Version | None:
         return None
 
 
-def parse_request(message: Item) -> Request:
+def parse_request(message: Item, max_batch_items: int | None = None) -> Request:
+    """Raises KmipError (Invalid Message) for a malformed request, or one holding more than
+    ``max_batch_items`` batch items (checked before any item is looked at)."""
     if message.tag != T.REQUEST_MESSAGE.value or message.type != Type.STRUCTURE:
         raise _invalid("not a Request Message")
+    if max_batch_items is not None:
+        n = len(message.all(T.BATCH_ITEM.value))
+        if n > max_batch_items:
+            raise _invalid(f"request holds {n} batch items, more than the limit of {max_batch_items}")
     header = message.get(T.REQUEST_HEADER.value)
     if header is None or header.type != Type.STRUCTURE:
         raise _invalid("request has no Request Header")
@@ -104,6 +111,8 @@ def parse_request(message: Item) -> Request:
         if op is None or op.type != Type.ENUMERATION:
             raise _invalid("batch item has no Operation")
         ubi = bi.get(T.UNIQUE_BATCH_ITEM_ID.value)
+        if ubi is not None and ubi.type != Type.BYTE_STRING:  # echoed in the response as bytes
+            raise _invalid("Unique Batch Item ID must be a byte string")
         payload = bi.get(T.REQUEST_PAYLOAD.value)
         if payload is not None and payload.type != Type.STRUCTURE:
             raise _invalid("Request Payload must be a structure")

@@ -1,7 +1,10 @@
 """One client connection: TLS handshake, then framed request/response until the client leaves.
 
 Framing is exact: an 8-byte TTLV header, then precisely the length it announces. A message
-over the size limit is refused from its header alone, before its body is read.
+over the size limit is refused from its header alone, before its body is read. Between messages
+a connection may sit idle for ``idle_timeout``; once a message's first byte arrives, the whole
+message must arrive within ``read_timeout`` (a deadline, not a per-recv timeout, so a client
+trickling bytes cannot hold a thread).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -41,9 +45,15 @@ class Closed(Exception):
     pass
 
 
-def _recv_exact(conn: ssl.SSLSocket, n: int) -> bytes:
+def _recv_exact(conn: ssl.SSLSocket, n: int, deadline: float | None = None) -> bytes:
+    """Reads exactly n bytes; with a deadline (time.monotonic), raises TimeoutError once past it."""
     chunks = []
     while n:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("message read deadline passed")
+            conn.settimeout(remaining)
         chunk = conn.recv(min(n, 65536))
         if not chunk:
             raise Closed()
@@ -79,7 +89,9 @@ def serve_connection(
         session = app.open_session(der, peer)
         while True:
             conn.settimeout(limits.idle_timeout)
-            header = _recv_exact(conn, 8)
+            first = _recv_exact(conn, 1)
+            deadline = time.monotonic() + limits.read_timeout
+            header = first + _recv_exact(conn, 7, deadline)
             conn.settimeout(limits.read_timeout)
             try:
                 length = ttlv.message_length(header)
@@ -94,7 +106,8 @@ def serve_connection(
                 conn.sendall(messages.error_response(None, error))
                 log.info("oversized message refused", extra={"peer": peer, "size": length})
                 return
-            body = _recv_exact(conn, length)
+            body = _recv_exact(conn, length, deadline)
+            conn.settimeout(limits.read_timeout)
             with in_flight:
                 try:
                     response = session.handle(header + body)

@@ -14,7 +14,9 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from .. import metrics
 from .connection import Application, Limits
 from .worker import run_worker
 
@@ -31,6 +33,8 @@ class ServeOptions:
     limits: Limits
     max_connections: int
     drain_timeout: float
+    # (host, port, multiprocess directory) of the metrics endpoint; None: metrics off
+    metrics: tuple[str, int, Path] | None = None
 
 
 def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application],
@@ -39,6 +43,7 @@ def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: 
     pid = os.fork()
     if pid == 0:  # worker
         os.close(r)
+        metrics.in_worker()
         code = 1
         try:
             def report(msg: str) -> None:
@@ -76,6 +81,16 @@ def _await_ready(fd: int) -> str:
 def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application]) -> int:
     tls()  # fail here, with one message, if the certificates cannot be loaded
     listener = socket.create_server((opts.host, opts.port), backlog=1024)
+    httpd = None
+    if opts.metrics is not None:
+        host, mport, directory = opts.metrics
+        metrics.setup(directory)
+        try:
+            httpd = metrics.serve_http(host, mport)
+        except OSError as exc:
+            log.error("server cannot start", extra={"reason": f"metrics endpoint {host}:{mport}: {exc.strerror}"})
+            listener.close()
+            return 1
     n = opts.workers or os.cpu_count() or 1
     per_worker = max(1, opts.max_connections // n)
     stopping = False
@@ -116,6 +131,7 @@ def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callab
             break
         if pid and pid in alive and not stopping:
             alive.discard(pid)
+            metrics.worker_died(pid)
             log.error("worker died; replacing it", extra={"worker": pid, "status": status})
             new_pid, fd = _spawn(listener, tls, factory, opts, per_worker)
             if _await_ready(fd) == "ok":
@@ -126,6 +142,8 @@ def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callab
     log.info("stopping: draining workers")
     listener.close()
     _terminate(list(alive), opts.drain_timeout + 5.0)
+    if httpd is not None:
+        httpd.shutdown()
     log.info("stopped")
     return 0
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .. import metrics
 from .connection import Application, Limits, serve_connection
 
 log = logging.getLogger("kmip_bridge.server")
@@ -82,9 +83,11 @@ def run_worker(
     sel.register(listener, selectors.EVENT_READ)
 
     def connection(sock: socket.socket, peer: str) -> None:
+        metrics.connection_opened()
         try:
             serve_connection(sock, peer, tls[0], app, limits, in_flight)
         finally:
+            metrics.connection_closed()
             slots.release()
 
     while not stopping.is_set():

@@ -173,6 +173,36 @@ class Store:
                 conn.execute(attributes.insert(), rows)
         return expected_version + 1
 
+    def replace_sealed(self, uid: str, expected_version: int, old_label: str, sealed: dict[str, object]) -> bool:
+        """Swaps the sealed envelope of a row still at ``expected_version`` under ``old_label``
+        (KEK rewrap); False if the row changed meanwhile. row_version is checked but not bumped:
+        nothing a client sees changes, and a bump would fail concurrent client updates for nothing
+        (every other writer of these columns — Destroy — bumps it, so the check orders them)."""
+        with self._begin() as conn:
+            result = conn.execute(
+                objects.update()
+                .where(
+                    objects.c.uid == uid,
+                    objects.c.row_version == expected_version,
+                    objects.c.kek_label == old_label,
+                )
+                .values(**sealed)
+            )
+        return result.rowcount == 1
+
+    def sealed_under(self, labels: Sequence[str], after_uid: str = "", limit: int = 500) -> list[ObjectRow]:
+        """Rows with material sealed under one of ``labels``, by uid after ``after_uid``."""
+        if not labels:
+            return []
+        query = (
+            sa.select(objects)
+            .where(objects.c.kek_label.in_(list(labels)), objects.c.uid > after_uid)
+            .order_by(objects.c.uid)
+            .limit(limit)
+        )
+        with self._connect() as conn:
+            return [ObjectRow(**rec._mapping) for rec in conn.execute(query)]
+
     def mark_served(self, uid: str) -> None:
         """Clears Fresh. Not versioned: it races with nothing (only ever goes true -> false)."""
         with self._begin() as conn:
@@ -206,8 +236,13 @@ class Store:
         attribute_filters: Sequence[tuple[str, str | tuple[int, int]]] = (),
         offset: int = 0,
         limit: int | None = None,
+        exclude_states: Sequence[int] = (),
+        uid: str | None = None,
+        policy: str | None = None,
+        bit_filters: Sequence[tuple[str, int]] = (),
     ) -> list[LocatedRow]:
-        """Objects matching every criterion, newest first.
+        """Objects matching every criterion, newest first (none in ``exclude_states``).
+        ``bit_filters``: (name, mask) — an integer attribute with at least those bits set.
 
         Scope: objects of ``owner`` plus objects of any owner whose type is in ``other_types``
         (``owner`` None or ``other_types`` None: every owner).
@@ -224,6 +259,19 @@ class Store:
             query = query.where(objects.c.object_type == object_type)
         if state is not None:
             query = query.where(objects.c.state == state)
+        if exclude_states:
+            query = query.where(objects.c.state.not_in(sorted(exclude_states)))
+        if uid is not None:
+            query = query.where(objects.c.uid == uid)
+        if policy is not None:
+            query = query.where(objects.c.policy == policy)
+        for name, bits in bit_filters:
+            # CASE: the cast must only ever see this attribute's (numeric) search keys.
+            number = sa.case((attributes.c.name == name, sa.cast(attributes.c.search, sa.BigInteger)))
+            has_bits = number.op("&")(bits) == bits
+            query = query.where(
+                sa.exists().where(attributes.c.uid == objects.c.uid, attributes.c.name == name, has_bits)
+            )
         for name, search in attribute_filters:
             if isinstance(search, tuple):  # an inclusive range of a numeric (date) attribute
                 match = sa.cast(attributes.c.search, sa.BigInteger).between(*search)

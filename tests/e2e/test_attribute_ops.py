@@ -446,3 +446,56 @@ def test_other_client_gets_item_not_found(alice: Conn, bob: Conn) -> None:
             assert uid not in (bi.value_of(T.RESULT_MESSAGE.value) or "")  # type: ignore[operator]
     got = get_v21(alice, uid, ref(T.DESCRIPTION), vendor("tag", "", T.ATTRIBUTE_REFERENCE))
     assert got == [ttlv.text(T.DESCRIPTION, "alice's"), vendor("tag", "a")]
+
+
+# -- what PyKMIP's own integration tests rely on (test_pykmip_integration.py) --------------------------
+def test_attribute_index_echo_and_v12_indexes(alice: Conn) -> None:
+    name = f"idx-{time.time_ns()}"
+    uid = create_v14(alice, v1("Name", name_struct(T.ATTRIBUTE_VALUE, name)))
+    # A request naming Attribute Index 0 gets it back; without one it stays omitted (SKFF-M-10-14).
+    out = alice.ok(Operation.MODIFY_ATTRIBUTE, [uid_(uid), v1("Name", name_struct(T.ATTRIBUTE_VALUE, name + "b"), 0)],
+                   V14)
+    assert out.get(T.ATTRIBUTE.value).value_of(T.ATTRIBUTE_INDEX.value) == 0  # type: ignore[union-attr]
+    out = alice.ok(Operation.MODIFY_ATTRIBUTE, [uid_(uid), v1("Name", name_struct(T.ATTRIBUTE_VALUE, name))], V14)
+    assert out.get(T.ATTRIBUTE.value).get(T.ATTRIBUTE_INDEX.value) is None  # type: ignore[union-attr]
+    # GetAttributes: 1.0-1.3 name index 0 of a multi-instance attribute, 1.4 omits it.
+    for version, index in (((1, 2), 0), (V14, None)):
+        out = alice.ok(Operation.GET_ATTRIBUTES, [uid_(uid), ttlv.text(T.ATTRIBUTE_NAME, "Name"),
+                                                  ttlv.text(T.ATTRIBUTE_NAME, "Object Type")], version)
+        got = [a.value_of(T.ATTRIBUTE_INDEX.value) for a in out.all(T.ATTRIBUTE.value)]
+        assert got == [index, None], version
+    out = alice.ok(Operation.DELETE_ATTRIBUTE, [uid_(uid), ttlv.text(T.ATTRIBUTE_NAME, "Name"),
+                                                ttlv.integer(T.ATTRIBUTE_INDEX, 0)], V14)
+    assert out.get(T.ATTRIBUTE.value).value_of(T.ATTRIBUTE_INDEX.value) == 0  # type: ignore[union-attr]
+
+
+def test_locate_row_criteria_usage_mask_and_destroyed_objects(alice: Conn) -> None:
+    usage = enums.CryptographicUsageMask
+    name = f"loc-{time.time_ns()}"
+    def mask(bits: int) -> Item:
+        return v1("Cryptographic Usage Mask", ttlv.integer(T.ATTRIBUTE_VALUE, bits))
+
+    by_name = v1("Name", name_struct(T.ATTRIBUTE_VALUE, name))
+    uid = create_v14(alice, by_name, mask(usage.ENCRYPT.value | usage.DECRYPT.value))
+
+    def locate(*fields: Item, version: tuple[int, int] = V14) -> list[str]:
+        out = alice.ok(Operation.LOCATE, list(fields), version)
+        return [u.value for u in out.all(T.UNIQUE_IDENTIFIER.value)]  # type: ignore[misc]
+
+    assert locate(v1("Unique Identifier", text_value(uid))) == [uid]
+    assert locate(by_name, v1("Operation Policy Name", text_value("default"))) == [uid]
+    assert locate(by_name, v1("Operation Policy Name", text_value("other"))) == []
+    # A usage mask matches every object whose mask has all its bits (KMIP Locate).
+    assert locate(by_name, mask(usage.ENCRYPT.value)) == [uid]
+    assert locate(by_name, mask(usage.ENCRYPT.value | usage.SIGN.value)) == []
+    alice.ok(Operation.DESTROY, [uid_(uid)], V14)
+    # Destroyed objects are not on-line: found only by State or the Destroyed Storage mask bit.
+    assert locate(by_name) == []
+    assert locate(by_name, v1("State", ttlv.enum(T.ATTRIBUTE_VALUE, enums.State.DESTROYED))) == [uid]
+    v2_name = ttlv.struct_(T.ATTRIBUTES, [name_struct(T.NAME, name)])
+    for mask, found in ((enums.StorageStatusMask.ONLINE_STORAGE.value, []),
+                        (enums.StorageStatusMask.DESTROYED_STORAGE.value, [uid]),
+                        (enums.StorageStatusMask.ONLINE_STORAGE.value | enums.StorageStatusMask.DESTROYED_STORAGE.value,
+                         [uid]),
+                        (enums.StorageStatusMask.ARCHIVAL_STORAGE.value, [])):
+        assert locate(ttlv.integer(T.STORAGE_STATUS_MASK, mask), v2_name, version=V21) == found, mask

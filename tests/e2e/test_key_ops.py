@@ -459,9 +459,10 @@ def test_get_wrapped_with_nist_key_wrap_v21(conns: dict[str, Conn]) -> None:
     assert info.value_of(T.UNIQUE_IDENTIFIER.value) == kek  # type: ignore[union-attr]
     value = ttlv.decode(keywrap.aes_key_unwrap(kek_bytes, wrapped.value))  # type: ignore[arg-type,union-attr]
     assert value.tag == T.KEY_VALUE.value and value.value_of(T.KEY_MATERIAL.value) == plain
-    # No Encoding wraps the bare key bytes; AES Key Wrap Padding is RFC 5649.
+    # No Encoding wraps the bare key bytes, returned as the Key Value's Key Material; AES Key Wrap
+    # Padding is RFC 5649.
     bare = alice.get(key, _wrapping_spec(kek, encoding=enums.EncodingOption.NO_ENCODING))
-    assert keywrap.aes_key_unwrap(kek_bytes, bare.value_of(T.KEY_VALUE.value)) == plain  # type: ignore[arg-type]
+    assert keywrap.aes_key_unwrap(kek_bytes, material(bare).value) == plain  # type: ignore[arg-type]
     kwp = ttlv.enum(T.BLOCK_CIPHER_MODE, enums.BlockCipherMode.AES_KEY_WRAP_PADDING)
     padded = alice.get(key, _wrapping_spec(kek, kwp))
     assert ttlv.decode(keywrap.aes_key_unwrap_with_padding(kek_bytes, padded.value_of(T.KEY_VALUE.value))).value_of(  # type: ignore[arg-type]

@@ -51,6 +51,10 @@ def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("tls", "min_version", "1.1", "tls.min_version"),
         ("logging", "format", "xml", "logging.format"),
         ("database", "url", 5, "database.url: must be a string"),
+        ("server", "max_batch_items", 0, "server.max_batch_items: must be at least 1"),
+        ("server", "max_depth", 1000, "server.max_depth: must be at most 256"),
+        ("server", "max_items", "many", "server.max_items: must be an integer"),
+        ("server", "read_timeout", 0, "server.read_timeout: must be a positive number"),
     ],
 )
 def test_errors_name_key(tmp_path: Path, section: str, key: str, value: object, message: str) -> None:

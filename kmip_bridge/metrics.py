@@ -1,0 +1,219 @@
+"""Observability: Prometheus /metrics, /healthz and /readyz on a separate HTTP port (metrics.*).
+
+One endpoint per server, however many workers: the master sets PROMETHEUS_MULTIPROC_DIR (a
+directory of the instance, per KMIP port, emptied at start) *before* it imports prometheus-client
+and forks, so every worker records into its own mmap files and the master's HTTP thread
+aggregates them (prometheus-client's multiprocess mode). Counters and histograms of a replaced
+worker keep counting; its gauges are dropped (mark_process_dead).
+
+Readiness: each worker checks the token and the database every READY_INTERVAL seconds and
+publishes the result as a per-process gauge; /readyz answers 200 only if every live worker
+reported ready recently. The master itself never opens the token or the database (they do not
+survive the fork of a replacement worker).
+
+Everything here is a no-op unless the master called setup(): the hot path then costs one
+attribute test.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("kmip_bridge.metrics")
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+READY_INTERVAL = 2.0
+READY_STALE = 5 * READY_INTERVAL
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _Instruments:
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.requests = Counter(
+            "kmip_bridge_requests", "KMIP batch items processed, by operation and result status",
+            ["operation", "result"],
+        )
+        self.latency = Histogram(
+            "kmip_bridge_request_duration_seconds", "time to process one KMIP batch item",
+            ["operation"], buckets=BUCKETS,
+        )
+        self.connections = Gauge(
+            "kmip_bridge_open_connections", "client connections currently open", multiprocess_mode="livesum"
+        )
+        self.ready = Gauge(
+            "kmip_bridge_worker_ready", "1 if the worker's token and database checks passed",
+            multiprocess_mode="liveall",
+        )
+        self.ready_at = Gauge(
+            "kmip_bridge_worker_ready_checked_timestamp_seconds", "when the worker last ran its checks",
+            multiprocess_mode="liveall",
+        )
+
+
+_on: _Instruments | None = None
+
+
+def setup(directory: Path) -> None:
+    """In the master, before forking any worker: a fresh multiprocess directory, the instruments."""
+    global _on
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, mode=0o700)
+    os.environ[ENV] = str(directory)
+    _on = _Instruments()
+    # Unlabelled gauges get a value file at creation: the master's would read as a worker never ready.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(os.getpid())
+
+
+def enabled() -> bool:
+    return _on is not None
+
+
+# -- the hot path ------------------------------------------------------------------------------------
+
+
+def observe(operation: str, result: str, started: float) -> None:
+    """One batch item: ``started`` is its time.perf_counter() at start."""
+    m = _on
+    if m is None:
+        return
+    m.requests.labels(operation, result).inc()
+    m.latency.labels(operation).observe(time.perf_counter() - started)
+
+
+def connection_opened() -> None:
+    if _on is not None:
+        _on.connections.inc()
+
+
+def connection_closed() -> None:
+    if _on is not None:
+        _on.connections.dec()
+
+
+def worker_died(pid: int) -> None:
+    if _on is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+# -- readiness (in each worker) ----------------------------------------------------------------------
+
+
+def start_readiness(check: Callable[[], None]) -> threading.Event | None:
+    """A daemon thread running ``check`` (raises if not ready) every READY_INTERVAL seconds;
+    set the returned event to stop it. None when metrics are off."""
+    m = _on
+    if m is None:
+        return None
+    stop = threading.Event()
+
+    def loop() -> None:
+        last_ok: bool | None = None
+        while True:
+            try:
+                check()
+                ok = True
+            except Exception as exc:  # noqa: BLE001 - whatever fails, the worker is not ready
+                ok = False
+                if last_ok is not False:
+                    log.warning("readiness check failed", extra={"error": str(exc)[:200]})
+            last_ok = ok
+            m.ready.set(1 if ok else 0)
+            m.ready_at.set(time.time())
+            if stop.wait(READY_INTERVAL):
+                return
+
+    threading.Thread(target=loop, name="readiness", daemon=True).start()
+    return stop
+
+
+# -- the HTTP endpoint (in the master) ---------------------------------------------------------------
+
+
+def _collect() -> Any:
+    from prometheus_client import CollectorRegistry, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
+def readiness() -> tuple[bool, str]:
+    """(ready, why) from the workers' latest checks."""
+    ready: dict[str, float] = {}
+    checked: dict[str, float] = {}
+    for family in _collect().collect():
+        for sample in family.samples:
+            if sample.name == "kmip_bridge_worker_ready":
+                ready[sample.labels.get("pid", "?")] = sample.value
+            elif sample.name == "kmip_bridge_worker_ready_checked_timestamp_seconds":
+                checked[sample.labels.get("pid", "?")] = sample.value
+    if not ready:
+        return False, "no worker has reported yet"
+    now = time.time()
+    for pid, value in sorted(ready.items()):
+        if value != 1:
+            return False, f"worker {pid}: token or database unreachable"
+        if now - checked.get(pid, 0.0) > READY_STALE:
+            return False, f"worker {pid}: no readiness report for {READY_STALE:.0f} s"
+    return True, f"ready ({len(ready)} workers)"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "kmip-bridge-metrics"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            self._reply(200, generate_latest(_collect()), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            self._reply(200, b"ok\n")
+        elif path == "/readyz":
+            ok, why = readiness()
+            self._reply(200 if ok else 503, why.encode() + b"\n")
+        else:
+            self._reply(404, b"not found: /metrics, /healthz, /readyz\n")
+
+    def _reply(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+_httpd: ThreadingHTTPServer | None = None
+
+
+def in_worker() -> None:
+    """In a freshly forked worker: drop the inherited metrics listening socket."""
+    if _httpd is not None:
+        _httpd.socket.close()
+
+
+def serve_http(host: str, port: int) -> ThreadingHTTPServer:
+    """Binds now (so a taken port fails start-up), serves on a daemon thread."""
+    global _httpd
+    httpd = _httpd = ThreadingHTTPServer((host, port), _Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    return httpd
