@@ -60,7 +60,7 @@ def build_keyhsm(settings: Settings) -> KeyHsm | RemoteKeyHsm:
 
 def build_policy(settings: Settings) -> Policy:
     p = settings.policy
-    return Policy(p.admin_group, p.directory, p.groups_from, p.require_known)
+    return Policy(p.admin_group, p.directory, p.groups_from, p.require_known, p.derive_from_pre_active)
 
 
 class Session:

@@ -93,6 +93,9 @@ class PolicySettings:
     directory: Path | None = None  # policies/*.yaml and identities.yaml; None: built-in default
     groups_from: str = "ou"  # ou (certificate OUs) | map (identities.yaml) | both
     require_known: bool = False  # refuse identities not listed in identities.yaml
+    # KMIP: a Pre-Active object is not to be used for any cryptographic purpose. PyKMIP clients
+    # derive from registered, never activated secrets; true admits those (DeriveKey only).
+    derive_from_pre_active: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,12 @@ to the requested Cryptographic Length; a method whose output is too short fails)
 - PBKDF2: RFC 8018 over K (usually a password in Secret Data) with Salt and Iteration Count; the
   PRF is HMAC with the Hashing Algorithm of the Cryptographic Parameters, HMAC-SHA-1 by default.
 - HASH: Hash(K || D) — the key always enters, so the result is as secret as the base key.
-- HMAC: HMAC(K, D).
-- HKDF: RFC 5869 with Salt and Info D.
+- HMAC and HKDF: RFC 5869 (HMAC-based Extract-and-Expand) with Salt and Info D. HMAC(K, D) alone
+  could not give more bits than the hash, and PyKMIP, the reference client and server, reads the
+  HMAC method this way too.
 - NIST800-108-C: SP 800-108 counter-mode KDF with HMAC, D as the fixed input.
-- ENCRYPT: D encrypted under the base key (AES or 3DES; ECB, CBC or CTR, Initialization Vector as
-  given; padding None or PKCS5).
+- ENCRYPT: D encrypted under the base key (AES, 3DES or Blowfish; ECB, CBC or CTR, Initialization
+  Vector as given; padding None or PKCS5).
 The second Unique Identifier, if any, names Secret Data that supplies D.
 """
 
@@ -18,7 +19,8 @@ from __future__ import annotations
 import uuid
 
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, hmac, padding
+from cryptography.hazmat.decrepit.ciphers.algorithms import Blowfish
+from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFHMAC, CounterLocation, Mode
@@ -90,12 +92,6 @@ def _hash(ctx: RequestContext, i: _Inputs, n: int) -> bytes:
     return h.finalize()
 
 
-def _hmac(ctx: RequestContext, i: _Inputs, n: int) -> bytes:
-    mac = hmac.HMAC(i.key, hash_for(ctx, i.crypto_param(T.HASHING_ALGORITHM)))
-    mac.update(i.need_data())
-    return mac.finalize()
-
-
 def _hkdf(ctx: RequestContext, i: _Inputs, n: int) -> bytes:
     algorithm = hash_for(ctx, i.crypto_param(T.HASHING_ALGORITHM))
     return HKDF(algorithm, n, i.bytes_param(T.SALT), i.data).derive(i.key)
@@ -110,12 +106,15 @@ def _kbkdf(ctx: RequestContext, i: _Inputs, n: int) -> bytes:
 
 def _encrypt(ctx: RequestContext, i: _Inputs, n: int) -> bytes:
     algorithm = i.crypto_param(T.CRYPTOGRAPHIC_ALGORITHM) or i.algorithm
+    cipher: algorithms.AES | algorithms.TripleDES | Blowfish
     if algorithm == CryptographicAlgorithm.AES.value:
-        cipher: algorithms.AES | algorithms.TripleDES = algorithms.AES(i.key)
+        cipher = algorithms.AES(i.key)
     elif algorithm == CryptographicAlgorithm.TRIPLE_DES.value:
         cipher = algorithms.TripleDES(i.key)
+    elif algorithm == CryptographicAlgorithm.BLOWFISH.value:
+        cipher = Blowfish(i.key)
     else:
-        raise unsupported(ctx, "encryption-based derivation needs an AES or 3DES base key")
+        raise unsupported(ctx, "encryption-based derivation needs an AES, 3DES or Blowfish base key")
     data = i.need_data()
     iv = i.bytes_param(T.INITIALIZATION_VECTOR)
     mode_value = i.crypto_param(T.BLOCK_CIPHER_MODE)
@@ -143,7 +142,7 @@ def _encrypt(ctx: RequestContext, i: _Inputs, n: int) -> bytes:
 _METHODS = {
     DerivationMethod.PBKDF2.value: _pbkdf2,
     DerivationMethod.HASH.value: _hash,
-    DerivationMethod.HMAC.value: _hmac,
+    DerivationMethod.HMAC.value: _hkdf,
     DerivationMethod.HKDF.value: _hkdf,
     DerivationMethod.NIST800_108_C.value: _kbkdf,
     DerivationMethod.ENCRYPT.value: _encrypt,
@@ -185,7 +184,8 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         if row.object_type not in _BASE_TYPES or not row.has_material:
             raise keys.by_version(ctx, ResultReason.INVALID_FIELD, ResultReason.INVALID_OBJECT_TYPE,
                                   f"the {role} must be an existing Symmetric Key or Secret Data")
-        keys.require_usable(ctx, row, CryptographicUsageMask.DERIVE_KEY.value, role)
+        keys.require_usable(ctx, row, CryptographicUsageMask.DERIVE_KEY.value, role,
+                            pre_active_ok=ctx.services.policy.derive_from_pre_active)
     base = objects.open_material(ctx, rows[0])
     block = formats.block_of(base)
     data = params.value_of(T.DERIVATION_DATA.value)

@@ -131,10 +131,14 @@ def initial_state(attrs: Iterable[Attribute], now: int) -> int:
     return State.ACTIVE.value
 
 
-def require_usable(ctx: RequestContext, row: ObjectRow, usage_bit: int, role: str) -> None:
+def require_usable(
+    ctx: RequestContext, row: ObjectRow, usage_bit: int, role: str, pre_active_ok: bool = False
+) -> None:
     """A key used by the server on the caller's behalf (to wrap, to derive from) must be Active
-    and, when it declares a Cryptographic Usage Mask, allow that use."""
-    if row.state != State.ACTIVE.value:
+    (or, where the caller allows it, Pre-Active) and, when it declares a Cryptographic Usage
+    Mask, allow that use."""
+    allowed = (State.ACTIVE.value, State.PRE_ACTIVE.value) if pre_active_ok else (State.ACTIVE.value,)
+    if row.state not in allowed:
         raise ctx.wrong_state(f"the {role} is not Active")
     masks = ctx.services.store.load_attributes(row.uid, ["Cryptographic Usage Mask"])
     if masks:

@@ -71,8 +71,10 @@ class Policy:
         directory: Path | None = None,
         groups_from: str = "ou",
         require_known: bool = False,
+        derive_from_pre_active: bool = False,
     ) -> None:
         self.admin_group = admin_group
+        self.derive_from_pre_active = derive_from_pre_active
         self.directory = directory
         self.groups_from = groups_from
         self.require_known = require_known

@@ -5,13 +5,13 @@ and SKLC vectors)."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import time
 from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import hashes, keywrap, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from kmip.core import enums
 from kmip.core.enums import LinkType, Operation, ResultReason, ResultStatus
@@ -567,8 +567,15 @@ def test_derive_key_pbkdf2_hmac_hash_encrypt(conns: dict[str, Conn]) -> None:
     alice.activate(base)
     k = material(alice.get(base)).value
     data = ttlv.bytes_(T.DERIVATION_DATA, b"context-1")
+    # HMAC is RFC 5869's HMAC-based KDF: its test case 1 (SHA-256, 42 bytes) as a known answer.
+    ikm = _register_secret(alice, bytes([0x0B]) * 22)
+    okm = _derived_uid(_derive(alice, ikm, enums.DerivationMethod.HMAC, [
+        sha256, ttlv.bytes_(T.SALT, bytes(range(13))), ttlv.bytes_(T.DERIVATION_DATA, bytes(range(0xF0, 0xFA)))],
+        object_type=enums.ObjectType.SECRET_DATA, length=336))
+    assert material(alice.get(okm)).value == bytes.fromhex(
+        "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
     mac = _derived_uid(_derive(alice, base, enums.DerivationMethod.HMAC, [sha256, data]))
-    assert material(alice.get(mac)).value == hmac.new(k, b"context-1", "sha256").digest()  # type: ignore[arg-type]
+    assert material(alice.get(mac)).value == HKDF(hashes.SHA256(), 32, None, b"context-1").derive(k)  # type: ignore[arg-type]
     hashed = _derived_uid(_derive(alice, base, enums.DerivationMethod.HASH, [sha256, data], length=128))
     assert material(alice.get(hashed)).value == hashlib.sha256(k + b"context-1").digest()[:16]  # type: ignore[operator]
     ecb = ttlv.struct_(T.CRYPTOGRAPHIC_PARAMETERS, [ttlv.enum(T.BLOCK_CIPHER_MODE, enums.BlockCipherMode.ECB)])
@@ -577,18 +584,24 @@ def test_derive_key_pbkdf2_hmac_hash_encrypt(conns: dict[str, Conn]) -> None:
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     e = Cipher(algorithms.AES(k), modes.ECB()).encryptor()  # type: ignore[arg-type]
     assert material(alice.get(enc)).value == e.update(bytes(range(32))) + e.finalize()
-    # Secret Data out; too long a key from HMAC-SHA-256; a base key without Derive Key usage.
+    # Secret Data out; too long a key from SHA-256; a base key without Derive Key usage.
     seed = _derived_uid(_derive(alice, base, enums.DerivationMethod.HMAC, [sha256, data],
                                 object_type=enums.ObjectType.SECRET_DATA, length=128))
     out = alice.ok(Operation.GET, uid_(seed))
     assert out.value_of(T.OBJECT_TYPE.value) == enums.ObjectType.SECRET_DATA.value
-    bi = _derive(alice, base, enums.DerivationMethod.HMAC, [sha256, data], length=512)
+    bi = _derive(alice, base, enums.DerivationMethod.HASH, [sha256, data], length=512)
     assert bi.value_of(T.RESULT_REASON.value) == ResultReason.CRYPTOGRAPHIC_FAILURE.value
     encrypt_only = alice.create_aes(
         a1("Cryptographic Usage Mask", ttlv.integer(T.ATTRIBUTE_VALUE, USAGE.ENCRYPT.value)))
     alice.activate(encrypt_only)
     bi = _derive(alice, encrypt_only, enums.DerivationMethod.HMAC, [sha256, data])
     assert bi.value_of(T.RESULT_REASON.value) == ResultReason.PERMISSION_DENIED.value
+    # A Pre-Active base key is not used (policy.derive_from_pre_active is off by default).
+    pre_active = alice.create_aes(
+        a1("Cryptographic Usage Mask", ttlv.integer(T.ATTRIBUTE_VALUE, USAGE.DERIVE_KEY.value)))
+    bi = _derive(alice, pre_active, enums.DerivationMethod.HMAC, [sha256, data])
+    assert bi.value_of(T.RESULT_REASON.value) == ResultReason.PERMISSION_DENIED.value  # 1.x has no finer reason
+    assert "not Active" in str(bi.value_of(T.RESULT_MESSAGE.value))
 
 
 # -- tenants ---------------------------------------------------------------------------------------
