@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import cast
 
 from kmip.core.enums import ResultReason
 
@@ -24,6 +25,7 @@ from .protocol import messages, ttlv
 from .protocol.errors import KmipError
 from .store import Store
 from .store.migrate import pending
+from .store.store import Timeouts
 
 log = logging.getLogger("kmip_bridge.app")
 
@@ -91,7 +93,9 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.limits = ttlv.Limits(settings.server.max_depth, settings.server.max_items)
-        store = Store(settings.database.url, settings.database.pool_size)
+        db = settings.database
+        store = Store(db.url, db.pool_size, Timeouts(db.connect_timeout, db.statement_timeout,
+                                                     db.pool_timeout, db.busy_timeout))
         try:
             store.ping()
             if pending(store.engine):
@@ -104,6 +108,8 @@ class App:
         except Exception:
             store.close()
             raise
+        if metrics.enabled():  # latency of each token call (seal, open, rewrap)
+            keyhsm = cast(KeyHsm, metrics.TimedKeyHsm(keyhsm))
         audit = AuditLog(settings.audit.path) if settings.audit.enabled and settings.audit.path else None
         self.services = Services(
             keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants,
@@ -111,11 +117,21 @@ class App:
         )
         # metrics on: this worker's token and database checks, published for /readyz
         self._readiness = metrics.start_readiness(self._check_ready)
+        self._kek_stats = metrics.start_kek_stats(self._read_kek_stats, settings.metrics.kek_stats_seconds)
         log.info("worker ready", extra={"pid": os.getpid()})
 
+    def _read_kek_stats(self) -> tuple[list[str], dict[str, int]]:
+        """The KEK versions new objects are sealed under (default and tenant KEKs) and how many
+        objects each KEK version seals (metrics: KEK versions in use)."""
+        keyhsm = self.services.keyhsm
+        names = [None, *sorted(set(self.settings.keyhsm.tenants.values()))]
+        return [keyhsm.current_kek(n).label for n in names], self.services.store.count_by_kek()
+
     def _check_ready(self) -> None:
-        self.services.keyhsm.check()
-        self.services.store.ping()
+        with metrics.probe("keyhsm"):
+            self.services.keyhsm.check()
+        with metrics.probe("database"):
+            self.services.store.ping()
 
     def open_session(self, peer_cert_der: bytes, peer: str) -> Session:
         try:
@@ -130,8 +146,9 @@ class App:
         self.services.policy.reload()
 
     def close(self) -> None:
-        if self._readiness is not None:
-            self._readiness.set()
+        for stop in (self._readiness, self._kek_stats):
+            if stop is not None:
+                stop.set()
         self.services.keyhsm.close()
         self.services.store.close()
         if self.services.audit is not None:

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = kh.add_parser("revoke", help="destroy KEK LABEL (NAME-vN, or NAME for every version)")
     c.add_argument("label")
     _config_arg(c)
-    c = kh.add_parser("rewrap", help="re-seal every object under a retired KEK version under the current one (online)")
+    c = kh.add_parser("rewrap", help="move every object under a retired KEK version to the current one (online)")
     c.add_argument("--batch", type=int, default=200, help="objects per batch and transaction (default 200)")
     c.add_argument("--pause", type=float, default=0.0, help="seconds to sleep between batches (throttle)")
     _config_arg(c)
@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("db", help="database maintenance")
     db = p.add_subparsers(dest="db_command", required=True)
     c = db.add_parser("upgrade", help="apply schema migrations")
+    _config_arg(c)
+    c = db.add_parser("check", help="integrity check of the store; exit 0 if whole, 1 if damaged")
+    c.add_argument("--open", action="store_true",
+                   help="also unseal every live object through the Key HSM (proves it can be read)")
+    _config_arg(c)
+    c = db.add_parser("backup", help="consistent copy of the database, safe while servers run (sealed material only)")
+    c.add_argument("--output", required=True, type=Path, help="backup file to write (replaced if it exists)")
+    _config_arg(c)
+    c = db.add_parser("restore", help="replace the database with a backup (stop the servers first)")
+    c.add_argument("--input", required=True, type=Path, help="backup file made by 'db backup'")
+    c.add_argument("--force", action="store_true", help="overwrite a database that already holds objects")
     _config_arg(c)
     return parser
 
@@ -211,7 +222,8 @@ def _rewrap(args: argparse.Namespace, settings: Settings, hsm: object) -> int:
         out = rewrap(hsm, store, names, batch=args.batch, progress=sys.stderr, pause=args.pause)
     finally:
         store.close()
-    print(f"rewrapped {out.rewrapped} objects in {out.seconds:.1f} s; {out.remaining} left under "
+    resealed = f" ({out.resealed} of envelope format 1 re-sealed)" if out.resealed else ""
+    print(f"rewrapped {out.rewrapped} objects in {out.seconds:.1f} s{resealed}; {out.remaining} left under "
           f"retired KEK versions ({', '.join(out.retired) or 'none'})")
     for uid, why in sorted(out.failed.items()):
         print(f"{uid}: not rewrapped: {why}", file=sys.stderr)
@@ -222,7 +234,93 @@ def _rewrap(args: argparse.Namespace, settings: Settings, hsm: object) -> int:
     return 0
 
 
+def cmd_db_check(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from .app import build_keyhsm
+    from .dbcheck import check, render
+    from .store import Store
+    from .store.store import normalise_url
+
+    store = Store(settings.database.url, pool_size=1)
+    hsm = build_keyhsm(settings) if args.open else None
+    try:
+        report = check(store.engine, hsm.open if hsm is not None else None)
+    except DBAPIError as exc:
+        print(f"kmip-bridge: database unavailable ({type(exc.orig or exc).__name__})", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+        if hsm is not None:
+            hsm.close()
+    # the URL without a password, if one is written in it
+    print(render(report, store.engine.url.render_as_string(hide_password=True) or normalise_url(store.url)))
+    return 0 if report.ok else 1
+
+
+def cmd_db_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from .store.backup import BackupError, backup
+
+    try:
+        backup(settings.database.url, args.output)
+    except BackupError as exc:
+        print(f"kmip-bridge: backup failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"backup written to {args.output} (sealed material only: useless without the token's KEKs)")
+    return 0
+
+
+def cmd_db_restore(args: argparse.Namespace, settings: Settings) -> int:
+    from .store.backup import BackupError, restore
+
+    try:
+        restore(settings.database.url, args.input, force=args.force)
+    except BackupError as exc:
+        print(f"kmip-bridge: restore failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"database restored from {args.input}")
+    _restore_checks(settings)
+    return 0
+
+
+def _restore_checks(settings: Settings) -> None:
+    """Warnings only: the restore itself is done and correct; these say what will not work yet."""
+    from .app import build_keyhsm
+    from .kekcheck import check_keks
+    from .keyhsm import KeyHsmError
+    from .store import Store
+    from .store.migrate import pending
+
+    store = Store(settings.database.url, pool_size=1)
+    try:
+        if pending(store.engine):
+            print("warning: the backup's schema is not the code's: run 'kmip-bridge db upgrade' before serving",
+                  file=sys.stderr)
+        try:
+            hsm = build_keyhsm(settings)
+        except KeyHsmError as exc:
+            print(f"warning: cannot check the backup's KEKs against the token: {exc}", file=sys.stderr)
+            return
+        try:
+            problems = check_keks(hsm, store)
+        finally:
+            hsm.close()
+    finally:
+        store.close()
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if problems:
+        print("warning: restore the token that holds these KEKs (or accept the loss); "
+              "'kmip-bridge db check --open' unseals every object to confirm", file=sys.stderr)
+
+
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    if args.db_command == "check":
+        return cmd_db_check(args, settings)
+    if args.db_command == "backup":
+        return cmd_db_backup(args, settings)
+    if args.db_command == "restore":
+        return cmd_db_restore(args, settings)
     from .store import Store
     from .store.migrate import upgrade
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from . import pkcs11_uri
+
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 KEK_KINDS = ("aes-kwp", "rsa-oaep")
 KEYHSM_MODES = ("inprocess", "socket")
@@ -51,7 +53,7 @@ class KeyHsmSettings:
     module: str = DEFAULT_MODULE
     token_label: str = "kmip-bridge"
     pin_file: Path | None = None
-    pin: str | None = None
+    pin: str | None = field(default=None, repr=False)
     softhsm2_conf: Path | None = None
     kek: str = "default"
     kek_kind: str = "aes-kwp"
@@ -64,6 +66,9 @@ class KeyHsmSettings:
     # serve' on a Unix socket and never load the PKCS#11 module or read the PIN
     mode: str = "inprocess"
     socket: Path | None = None  # default: keyhsm.sock next to the config file
+    # RFC 7512 URI naming token, KEK, module and PIN source at once (see _apply_uri); it sets
+    # token_label, kek, kek_kind, module, pin_file / pin
+    uri: str | None = field(default=None, repr=False)  # may hold pin-value
 
     def read_pin(self) -> str:
         env = os.environ.get("KMIP_BRIDGE_TOKEN_PIN")
@@ -85,6 +90,12 @@ class KeyHsmSettings:
 class DatabaseSettings:
     url: str
     pool_size: int = 8
+    # Bounds on waiting for the database, so that an outage fails requests instead of hanging
+    # them (docs/reliability.md). Seconds; statement_timeout 0 means none.
+    connect_timeout: float = 5.0  # PostgreSQL: establishing a connection
+    statement_timeout: float = 30.0  # PostgreSQL: one statement (server-side cancel)
+    pool_timeout: float = 10.0  # waiting for a free pooled connection
+    busy_timeout: float = 30.0  # SQLite: retrying while another writer holds the lock
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,8 @@ class MetricsSettings:
     enabled: bool = False
     host: str = "127.0.0.1"  # loopback unless deliberately exposed
     port: int = 9696
+    # how often each worker recounts objects per KEK version (a GROUP BY over the objects table)
+    kek_stats_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +243,15 @@ def _check(settings: Settings) -> None:
         raise ConfigError("keyhsm.socket: path too long for a Unix socket (at most 107 bytes)")
     if not 0 < settings.metrics.port < 65536:
         raise ConfigError(f"metrics.port: {settings.metrics.port} is not a TCP port (1-65535)")
+    if settings.database.pool_size < 1:
+        raise ConfigError("database.pool_size: must be at least 1")
+    for key in ("connect_timeout", "pool_timeout", "busy_timeout"):
+        if getattr(settings.database, key) <= 0:
+            raise ConfigError(f"database.{key}: must be a positive number of seconds")
+    if settings.database.statement_timeout < 0:
+        raise ConfigError("database.statement_timeout: must be 0 (no limit) or a positive number of seconds")
+    if settings.metrics.kek_stats_seconds <= 0:
+        raise ConfigError("metrics.kek_stats_seconds: must be a positive number of seconds")
     if settings.logging.format not in ("json", "text"):
         raise ConfigError("logging.format: must be json or text")
     if settings.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -260,13 +282,16 @@ def load(path: str | os.PathLike[str] | None = None, port: int | None = None) ->
     if os.environ.get("KMIP_BRIDGE_DATABASE_URL"):
         db_raw["url"] = os.environ["KMIP_BRIDGE_DATABASE_URL"]
     server = _build(ServerSettings, "server", raw.get("server"), base)
+    keyhsm = _build(KeyHsmSettings, "keyhsm", raw.get("keyhsm"), base)
+    if keyhsm.uri is not None:
+        keyhsm = _apply_uri(keyhsm, raw.get("keyhsm") or {}, base)
     if port is not None:
         server = ServerSettings(**{**server.__dict__, "port": port})
     settings = Settings(
         path=cfg_path,
         server=server,
         tls=_build(TlsSettings, "tls", raw.get("tls"), base),
-        keyhsm=_build(KeyHsmSettings, "keyhsm", raw.get("keyhsm"), base),
+        keyhsm=keyhsm,
         database=_build(DatabaseSettings, "database", db_raw, base),
         policy=_build(PolicySettings, "policy", raw.get("policy"), base),
         logging=_build(LoggingSettings, "logging", raw.get("logging"), base),
@@ -279,13 +304,64 @@ def load(path: str | os.PathLike[str] | None = None, port: int | None = None) ->
     return settings
 
 
+# URI attribute -> the keyhsm setting it gives; a key also set in the YAML must agree with it.
+_URI_KEYS = {"token": "token_label", "object": "kek", "type": "kek_kind", "module-path": "module",
+             "pin-source": "pin_file", "pin-value": "pin"}
+_KEK_TYPES = {"secret-key": "aes-kwp", "private": "rsa-oaep"}
+
+
+def _apply_uri(keyhsm: KeyHsmSettings, given: dict[str, Any], base: Path) -> KeyHsmSettings:
+    """``keyhsm.uri`` (RFC 7512) onto the settings it names: token=LABEL (required),
+    object=KEK name, type=secret-key (aes-kwp) or private (rsa-oaep), ?module-path=,
+    ?pin-source=file (file:/abs, /abs or relative to the config) or ?pin-value=."""
+    assert keyhsm.uri is not None
+    try:
+        uri = pkcs11_uri.parse(keyhsm.uri)
+    except pkcs11_uri.Pkcs11UriError as exc:
+        raise ConfigError(f"keyhsm.uri: {exc}") from None
+    unsupported = sorted(set(uri.path) - set(_URI_KEYS)) + (["id"] if uri.id is not None else [])
+    unsupported += sorted(set(uri.query) - set(_URI_KEYS))
+    if unsupported:
+        raise ConfigError(
+            f"keyhsm.uri: '{unsupported[0]}' is not supported; name the token by token=LABEL, the "
+            "KEK by object=NAME and the module by module-path=/absolute/path.so"
+        )
+    if uri.token is None:
+        raise ConfigError("keyhsm.uri: needs token=LABEL (the label of the token that holds the KEK)")
+    values: dict[str, Any] = {}
+    for attr, key in _URI_KEYS.items():
+        text = uri.path.get(attr, uri.query.get(attr))
+        if text is None:
+            continue
+        if attr == "type":
+            if text not in _KEK_TYPES:
+                raise ConfigError(
+                    f"keyhsm.uri: type={text} cannot be a KEK: use type=secret-key (aes-kwp) or type=private (rsa-oaep)"
+                )
+            text = _KEK_TYPES[text]
+        value: Any = text
+        if attr == "pin-source":
+            if text.startswith("|"):
+                raise ConfigError("keyhsm.uri: pin-source must name a file (file:/path); commands are not run")
+            path = Path(text.removeprefix("file://") if text.startswith("file://") else text.removeprefix("file:"))
+            value = path if path.is_absolute() else base / path
+        if key in given and given[key] is not None:
+            mine = getattr(keyhsm, key)
+            if mine != value:
+                raise ConfigError(
+                    f"keyhsm.{key}: differs from the {attr} in keyhsm.uri; set it in one place only"
+                )
+        values[key] = value
+    return replace(keyhsm, **values)
+
+
 def _resolve_sqlite(settings: Settings, base: Path) -> Settings:
     """``sqlite:///relative.db`` means relative to the config file, like every other path."""
     url = settings.database.url
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/"):
         url = prefix + str(base / url[len(prefix) :])
-        db = DatabaseSettings(url=url, pool_size=settings.database.pool_size)
+        db = replace(settings.database, url=url)
         return Settings(**{**settings.__dict__, "database": db})
     return settings
 

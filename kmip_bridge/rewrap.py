@@ -1,11 +1,11 @@
 """`kmip-bridge keyhsm rewrap`: moves every object sealed under a retired KEK version to the
 current version of its KEK name, online, in batches, so that the old version can be revoked.
 
-The material's AAD binds the KEK label, so each object is re-sealed by the Key HSM layer
-(KeyHsm.rewrap: open, then seal under the current version with a fresh DEK and nonce); the plaintext
-never reaches this module. Resumable by construction: each run selects the rows still under a
-retired version. A row changed meanwhile (row_version or KEK moved) is skipped and retried in a
-later pass.
+The Key HSM layer does the token work (KeyHsm.rewrap): for envelope format 2 it rewraps only the
+DEK, so nonce and ciphertext stay byte for byte; a format-1 row (material bound to its KEK) is
+re-sealed once into format 2. Neither DEK nor material reaches this module. Resumable by
+construction: each run selects the rows still under a retired version. A row changed meanwhile
+(row_version or KEK moved) is skipped and retried in a later pass.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .keyhsm import IntegrityError, Sealed
-from .operations.objects import _aad_context
-from .store import ObjectRow, Store
+from .keyhsm import IntegrityError
+from .operations.objects import _aad_context, sealed_columns, sealed_of
+from .store import Store
 
-SEALED_COLUMNS = ("kek_label", "kek_kind", "nonce", "ciphertext", "wrapped_dek", "wrap_nonce")
 MAX_PASSES = 5
 
 
@@ -28,6 +27,7 @@ class Outcome:
     retired: list[str]
     total: int = 0  # objects under a retired version when the run started
     rewrapped: int = 0
+    resealed: int = 0  # of which format-1 rows, converted by re-sealing (format 2 keeps its ciphertext)
     raced: int = 0  # skipped because the row changed meanwhile (retried in a later pass)
     failed: dict[str, str] = field(default_factory=dict)  # uid -> why (e.g. tampered with)
     remaining: int = 0  # still under a retired version at the end
@@ -42,13 +42,6 @@ def retired_labels(keks: Iterable[Any], names: Iterable[str]) -> list[str]:
     for k in mine:
         latest[k.name] = max(latest.get(k.name, 0), k.version)
     return sorted(k.label for k in mine if k.version < latest[k.name])
-
-
-def _sealed(row: ObjectRow) -> Sealed:
-    return Sealed(
-        row.kek_label or "", row.kek_kind or "", row.nonce or b"", row.ciphertext or b"",
-        row.wrapped_dek or b"", row.wrap_nonce or b"",
-    )
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -98,7 +91,7 @@ def rewrap(hsm: Any, store: Store, names: Iterable[str], batch: int = 200, progr
                 if row.uid in out.failed:
                     continue
                 try:
-                    new = hsm.rewrap(row.uid, _sealed(row), _aad_context(row.object_type))
+                    new = hsm.rewrap(row.uid, sealed_of(row), _aad_context(row.object_type))
                 except IntegrityError as exc:
                     out.failed[row.uid] = str(exc)
                     continue
@@ -106,9 +99,10 @@ def rewrap(hsm: Any, store: Store, names: Iterable[str], batch: int = 200, progr
                     updates.append((row, new))
             with store.unit_of_work():
                 for row, new in updates:
-                    values = {c: getattr(new, c) for c in SEALED_COLUMNS}
+                    values = sealed_columns(new)
                     if store.replace_sealed(row.uid, row.row_version, row.kek_label or "", values):
                         out.rewrapped += 1
+                        out.resealed += row.envelope_format != new.format
                     else:
                         raced += 1
             report()

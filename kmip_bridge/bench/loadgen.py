@@ -46,6 +46,9 @@ class ProcessSpec:
     first_index: int  # global index of this process's first client
     warm_keys: int  # keys this process creates for get / mixed
     names: list[str] = field(default_factory=list)  # named keys it creates for locate / mixed
+    # objects that already exist (bulk-loaded for --scale): their ids and names, used as they are
+    given_ids: list[bytes] = field(default_factory=list)
+    given_names: list[str] = field(default_factory=list)
 
 
 def _cpu() -> float:
@@ -111,6 +114,8 @@ def _setup(client: RawClient, spec: ProcessSpec, kit: Kit) -> None:
     for name in spec.names:
         call(workloads.create_message(kit.version, name))
         kit.names.append(name)
+    kit.warm_ids.extend(spec.given_ids)
+    kit.names.extend(spec.given_names)
     kit.prepare()
 
 

@@ -132,9 +132,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
             if kind != "all" and lat["count"]:
                 cells = [str(lat["count"])] + [_fmt(lat[k], 2) for k in ("mean", "p50", "p95", "p99", "max")]
                 lines.append(f"| {r['target']} | {kind} | " + " | ".join(cells) + " |")
-    for line in ratios(results):
+    for line in [*ratios(results), *mode_costs(results), *connection_lines(results)]:
         lines.append("")
         lines.append(line)
+    lines += scale_table(results)
     for r in results:
         for label, n in sorted(r["errors"].items()):
             lines.append(f"\n{r['target']} error {label}: {n} (e.g. {r['error_samples'].get(label, '')!r})")
@@ -155,6 +156,76 @@ def ratios(results: list[dict[str, Any]]) -> list[str]:
                     f"vs {s['latency_ms']['all'].get('p99')} ms)"
                 )
     return out
+
+
+def mode_costs(results: list[dict[str, Any]]) -> list[str]:
+    """Socket-mode Key HSM against in-process, same workload: what privilege separation costs."""
+    inproc = [r for r in results if r["config"].get("keyhsm_mode") == "inprocess"]
+    out = []
+    for s in (r for r in results if r["config"].get("keyhsm_mode") == "socket"):
+        for r in inproc:
+            if r["config"]["workload"] != s["config"]["workload"] or not r["ops_per_s"]:
+                continue
+            cpu_in, cpu_s = (r.get("server") or {}).get("ms_per_op"), (s.get("server") or {}).get("ms_per_op")
+            parts = [f"**keyhsm socket / inprocess ({s['config']['workload']}): "
+                     f"{s['ops_per_s'] / r['ops_per_s']:.2f}x ops/s** ({s['ops_per_s']:.1f} vs {r['ops_per_s']:.1f})"]
+            for kind, lat in s["latency_ms"].items():
+                base = r["latency_ms"].get(kind, {})
+                if kind != "all" and lat.get("count") and base.get("count"):
+                    delta = lat["p50"] - base["p50"]
+                    parts.append(f"{kind} p50 {delta:+.2f} ms ({base['p50']:.2f} -> {lat['p50']:.2f})")
+            if cpu_in and cpu_s:
+                parts.append(f"server CPU {cpu_in:.2f} -> {cpu_s:.2f} ms/op (key HSM process included)")
+            out.append("; ".join(parts))
+    return out
+
+
+def connection_lines(results: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in results:
+        idle, rss = r.get("idle"), r.get("server_rss_mb") or {}
+        if idle:
+            out.append(
+                f"{r['target']}: idle connections: {idle['opened']} of {idle['requested']} opened in "
+                f"{idle['open_s']} s, held through the run; {idle['answered_after']} answered a request afterwards; "
+                f"{sum(idle['errors'].values())} errors"
+            )
+        if rss:
+            size = f" at {r['scale']['objects']:,} objects" if r.get("scale") else ""
+            out.append(f"{r['target']}{size}: server RSS (master + workers" + (" + key HSM" if r["config"].get(
+                "keyhsm_mode") == "socket" else "") + "), MiB: " + ", ".join(f"{k} {v}" for k, v in rss.items()))
+    return out
+
+
+def scale_table(results: list[dict[str, Any]]) -> list[str]:
+    """Get and Locate latency per store size, and the largest size against the smallest."""
+    rows = [r for r in results if r.get("scale")]
+    if not rows:
+        return []
+    head = ("objects", "load s (objects/s)", "Get p50 / p95 / p99 ms", "Locate p50 / p95 / p99 ms", "ops/s", "errors")
+    lines = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def trio(lat: dict[str, Any]) -> str:
+        return " / ".join(_fmt(lat.get(k), 2) for k in ("p50", "p95", "p99"))
+
+    for r in rows:
+        sc, lat = r["scale"], r["latency_ms"]
+        lines.append(f"| {sc['objects']:,} | {sc['loaded_s']} ({_fmt(sc['load_rate_per_s'], 0)}) | "
+                     f"{trio(lat.get('get', {}))} | {trio(lat.get('locate', {}))} | {_fmt(r['ops_per_s'])} | "
+                     f"{r['errors_total']} |")
+    small, big = rows[0], rows[-1]
+    if big is not small:
+        cells = []
+        for kind in ("get", "locate"):
+            a, b = small["latency_ms"].get(kind, {}), big["latency_ms"].get(kind, {})
+            if a.get("count") and b.get("count"):
+                cells.append(f"{kind} " + " / ".join(f"{b[k] / a[k]:.2f}x" for k in ("p50", "p95", "p99")))
+        lines += ["", f"**{big['scale']['objects']:,} vs {small['scale']['objects']:,} objects (p50 / p95 / p99):** "
+                  + "; ".join(cells)]
+    for r in rows:
+        for kind, plan in r["scale"]["plans"].items():
+            lines.append(f"\nplan at {r['scale']['objects']:,} objects, {kind}: " + " | ".join(p.strip() for p in plan))
+    return lines
 
 
 def write_json(path: Path, results: list[dict[str, Any]], meta: dict[str, Any]) -> None:

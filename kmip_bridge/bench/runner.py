@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import profile, report
+from . import profile, report, scale
+from .idle import IdleHolder, raise_fd_limit
 from .loadgen import Endpoint, ProcessSpec, spread, start_processes
-from .servers import OurServer, RunningServer, TargetError, cpu_seconds, machine_cpu
+from .servers import OurServer, RunningServer, TargetError, cpu_seconds, machine_cpu, rss_bytes
 from .stock import StockServer
 from .workloads import WORKLOADS, needs
 
@@ -66,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--py-spy", type=Path, metavar="DIR", help="profile the server processes into DIR")
     p.add_argument("--py-spy-native", action="store_true", help="with --py-spy: include native frames")
     p.add_argument("--py-spy-idle", action="store_true", help="with --py-spy: also sample waiting threads")
+    p.add_argument("--keyhsm-mode", choices=("inprocess", "socket", "both"), default="inprocess",
+                   help="our server's keyhsm.mode; 'both' runs the two back to back (cost of the socket)")
+    p.add_argument("--idle-connections", type=int, default=0, metavar="N",
+                   help="hold N idle mutual-TLS connections open through the run; each must answer afterwards")
+    p.add_argument("--max-connections", type=int, help="our server's server.max_connections (default: its config)")
+    p.add_argument("--scale", metavar="SIZES",
+                   help="e.g. 1000,1000000: bulk-load each number of objects in turn and measure get-locate "
+                        "at each size (--warm-keys sampled objects)")
     return p
 
 
@@ -83,9 +92,11 @@ def _sleep_until(t_ns: int) -> None:
         time.sleep(left / 1e9)
 
 
-def run_load(ep: Endpoint, args: argparse.Namespace, target: Target, tag: str) -> dict[str, Any]:
+def run_load(ep: Endpoint, args: argparse.Namespace, target: Target, tag: str,
+             given: tuple[list[bytes], list[str]] | None = None) -> dict[str, Any]:
+    """``given``: ids and names of objects that exist already (--scale); nothing is created first."""
     version = tuple(int(x) for x in args.kmip_version.split("."))
-    warm, named = needs(args.workload)
+    warm, named = needs(args.workload) if given is None else (False, False)
     per_clients = spread(args.clients, args.processes)
     per_warm = spread(args.warm_keys if warm else 0, args.processes)
     specs, first = [], 0
@@ -93,8 +104,42 @@ def run_load(ep: Endpoint, args: argparse.Namespace, target: Target, tag: str) -
         if n == 0:
             continue
         names = [f"bench-{tag}-{i}-{k}" for k in range(args.names // args.processes)] if named else []
-        specs.append(ProcessSpec(ep, args.workload, version, n, first, per_warm[i], names))  # type: ignore[arg-type]
+        specs.append(ProcessSpec(ep, args.workload, version, n, first, per_warm[i], names,  # type: ignore[arg-type]
+                                 *(given or ([], []))))
         first += n
+    rss: dict[str, float] = {}
+    holder = idle_info = None
+    if args.idle_connections:
+        rss["before_idle"] = _rss_mb(target)
+        holder = IdleHolder(ep, args.idle_connections, version)  # type: ignore[arg-type]
+        idle_info = holder.opened()
+        rss["idle_open"] = _rss_mb(target)
+        print(f"{target.label}: {idle_info['opened']} idle connections open ({idle_info['open_s']} s)",
+              file=sys.stderr)
+    try:
+        result = _drive(args, target, specs, rss)
+        if holder is not None:
+            assert idle_info is not None
+            checked = holder.check()
+            errors = {**idle_info["errors"], **checked["errors"]}
+            result["idle"] = {"requested": args.idle_connections, "opened": idle_info["opened"],
+                              "open_s": idle_info["open_s"], "answered_after": checked["answered"],
+                              "errors": errors}
+            for label, n in errors.items():
+                result["errors"][f"idle {label}"] = n
+            result["errors_total"] = sum(result["errors"].values())
+    finally:
+        if holder is not None:
+            holder.close()
+    result["server_rss_mb"] = rss or None
+    return result
+
+
+def _rss_mb(target: Target) -> float:
+    return round(rss_bytes(target.pids()) / 2**20, 1)
+
+
+def _drive(args: argparse.Namespace, target: Target, specs: list[ProcessSpec], rss: dict[str, float]) -> dict[str, Any]:
     procs = start_processes(specs)
     try:
         t_setup = time.monotonic()
@@ -115,6 +160,8 @@ def run_load(ep: Endpoint, args: argparse.Namespace, target: Target, tag: str) -
             )
         _sleep_until(end)
         cpu1, db1, m1 = cpu_seconds(pids), cpu_seconds(db_pids), machine_cpu()
+        if pids:
+            rss["end"] = round(rss_bytes(target.pids()) / 2**20, 1)
         parts = [_recv(conn, args.duration + 60, "results") for _, conn in procs]
         for spy in spies:
             spy.wait(timeout=60)
@@ -205,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients < 1 or args.processes < 1 or args.duration <= 0:
         print("--clients, --processes and --duration must be positive", file=sys.stderr)
         return 2
+    if args.scale and (args.target or args.client_conf or args.compare or args.stock_only):
+        print("--scale bulk-loads a fresh instance of its own: it takes no --target, --compare or --stock-only",
+              file=sys.stderr)
+        return 2
     base = Path(tempfile.mkdtemp(prefix="kmip-bench-", dir=args.workdir))
     tag = base.name.rsplit("-", 1)[-1]
     targets: list[Target] = []
@@ -215,13 +266,30 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             targets.append(RunningServer(args.target, args.client_conf))
         else:
-            targets.append(OurServer(base / "kmip-bridge", args.database, args.kek_kind, args.server_workers))
+            if args.idle_connections and args.max_connections is None:
+                # server.max_connections is split evenly over the workers (a full worker leaves new
+                # connections to the others): make room for the idle set, the clients and headroom.
+                args.max_connections = max(1024, args.idle_connections + args.clients + 64)
+                print(f"server.max_connections set to {args.max_connections} for the idle connections",
+                      file=sys.stderr)
+            modes = ("inprocess", "socket") if args.keyhsm_mode == "both" else (args.keyhsm_mode,)
+            for mode in modes:
+                folder = base / ("kmip-bridge" if mode == "inprocess" else "kb-socket")
+                targets.append(OurServer(folder, args.database, args.kek_kind, args.server_workers, mode,
+                                         args.max_connections))
     if args.compare or args.stock_only:
         targets.append(StockServer(base / "pykmip", args.stock_logging_level))
+    if args.idle_connections:
+        # one descriptor per idle connection here and one in the server, which inherits the limit
+        soft, hard = raise_fd_limit(args.idle_connections + args.clients)
+        print(f"open-files limit: soft {soft}, hard {hard}", file=sys.stderr)
     results = []
     try:
-        for t in targets:
-            results.append(bench(t, args, tag))
+        if args.scale:
+            results = scale.run(args, base, run_load)
+        else:
+            for t in targets:
+                results.append(bench(t, args, tag))
     except TargetError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

@@ -10,10 +10,12 @@ from __future__ import annotations
 import configparser
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,62 +145,124 @@ def machine_cpu() -> tuple[float, float, float]:
 
 # -- our server ---------------------------------------------------------------------------------------
 class OurServer:
-    """A fresh kmip-bridge instance in ``workdir``, served on a free port."""
+    """A fresh kmip-bridge instance in ``workdir``, served on a free port.
 
-    label = "kmip-bridge"
+    ``keyhsm_mode`` socket runs ``kmip-bridge keyhsm serve`` beside it (its CPU counts as the
+    server's). ``prepare`` (init) and ``serve``/``halt`` are separate so that the scale run can
+    bulk-load the stopped instance between measurements; ``stop`` also drops a PostgreSQL database.
+    """
 
-    def __init__(self, workdir: Path, database: str, kek_kind: str, workers: int | None) -> None:
+    def __init__(self, workdir: Path, database: str, kek_kind: str, workers: int | None,
+                 keyhsm_mode: str = "inprocess", max_connections: int | None = None) -> None:
         self.dir = workdir
         self.database = database
         self.kek_kind = kek_kind
         self.workers = workers
+        self.keyhsm_mode = keyhsm_mode
+        self.max_connections = max_connections
+        self.label = "kmip-bridge" if keyhsm_mode == "inprocess" else f"kmip-bridge-{keyhsm_mode}"
         self.pg_name: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+        self.keyhsm: subprocess.Popen[bytes] | None = None
         self.log = workdir / "server.log"
+        self.keyhsm_log = workdir / "keyhsm.log"
+        self.port = 0
+        self.socket_dir: Path | None = None
 
-    def start(self) -> Endpoint:
+    @property
+    def config(self) -> Path:
+        return self.dir / "server.yaml"
+
+    def prepare(self) -> None:
+        """``kmip-bridge init`` (once) and the settings this run needs."""
+        if self.port:
+            return
         url = None
         if self.database == "postgresql":
             self.pg_name, url = create_pg_database()
-        port = free_port()
-        args = [*CLI, "init", "--dir", str(self.dir), "--kek-kind", self.kek_kind, "--port", str(port)]
+        self.port = free_port()
+        args = [*CLI, "init", "--dir", str(self.dir), "--kek-kind", self.kek_kind, "--port", str(self.port)]
         if url:
             args += ["--database-url", url]
         done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
         if done.returncode != 0:
             raise TargetError(f"kmip-bridge init failed:\n{done.stdout}\n{done.stderr}")
-        config = self.dir / "server.yaml"
+        cfg = yaml.safe_load(self.config.read_text())
         if self.workers is not None:
-            cfg = yaml.safe_load(config.read_text())
             cfg["server"]["workers"] = self.workers
-            config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        if self.max_connections is not None:
+            cfg["server"]["max_connections"] = self.max_connections
+        cfg["keyhsm"]["mode"] = self.keyhsm_mode
+        if self.keyhsm_mode == "socket":
+            # a short path of its own (0700 folder): a Unix socket path has at most 107 bytes
+            self.socket_dir = Path(tempfile.mkdtemp(prefix="kb-"))
+            cfg["keyhsm"]["socket"] = str(self.socket_dir / "keyhsm.sock")
+        self.config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    def serve(self) -> Endpoint:
+        if self.keyhsm_mode == "socket":
+            with self.keyhsm_log.open("wb") as log:  # a restart waits for its own "ready"
+                self.keyhsm = subprocess.Popen(
+                    [*CLI, "keyhsm", "serve", "--config", str(self.config)],
+                    stdout=log, stderr=log, start_new_session=True,
+                )
+            wait_for_line(self.keyhsm_log, '"msg": "keyhsm service ready"', self.keyhsm, 60)
+        self.log.unlink(missing_ok=True)  # a restart waits for its own "ready"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [*CLI, "serve", "--config", str(config), "--port", str(port)],
+                [*CLI, "serve", "--config", str(self.config), "--port", str(self.port)],
                 stdout=log, stderr=log, start_new_session=True,
             )
         wait_for_line(self.log, '"msg": "ready"', self.proc, 120)
         admin = self.dir / "clients" / "admin"
-        return Endpoint("127.0.0.1", port, self.dir / "pki" / "ca.pem", admin / "cert.pem", admin / "key.pem")
+        return Endpoint("127.0.0.1", self.port, self.dir / "pki" / "ca.pem", admin / "cert.pem", admin / "key.pem")
+
+    def start(self) -> Endpoint:
+        self.prepare()
+        return self.serve()
 
     def pids(self) -> list[int]:
-        return descendants(self.proc.pid) if self.proc else []
+        out = descendants(self.proc.pid) if self.proc else []
+        return out + (descendants(self.keyhsm.pid) if self.keyhsm else [])
 
     def database_pids(self) -> list[int]:
         return pg_backend_pids(self.pg_name) if self.pg_name else []
 
     def describe(self) -> dict[str, object]:
-        return {"database": self.database, "kek_kind": self.kek_kind, "workers": self.workers or os.cpu_count()}
+        return {"database": self.database, "kek_kind": self.kek_kind, "workers": self.workers or os.cpu_count(),
+                "keyhsm_mode": self.keyhsm_mode}
+
+    def halt(self) -> None:
+        """Stops the server (and the Key HSM service); the instance and its database stay."""
+        for proc, log in ((self.proc, self.log), (self.keyhsm, self.keyhsm_log)):
+            if proc is not None:
+                code = stop_group(proc)
+                if code != 0:
+                    print(f"warning: {self.label} exited with {code}; log: {log}", file=sys.stderr)
+        self.proc = self.keyhsm = None
 
     def stop(self) -> None:
         try:
-            if self.proc is not None:
-                code = stop_group(self.proc)
-                if code != 0:
-                    print(f"warning: kmip-bridge exited with {code}; log: {self.log}", file=sys.stderr)
+            self.halt()
         finally:
+            if self.socket_dir is not None:
+                shutil.rmtree(self.socket_dir, ignore_errors=True)
             if self.pg_name:
                 drop_pg_database(self.pg_name)
+                self.pg_name = None
+
+
+def rss_bytes(pids: list[int]) -> int:
+    """Resident memory of these processes, summed (shared pages count once per process)."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
 
 
 class RunningServer:

@@ -22,7 +22,7 @@ Version = tuple[int, int]
 Op = tuple[str, bytes]
 Program = Generator[Op, tuple[bool, bytes], None]
 
-WORKLOADS = ("create-get", "get", "register-secret", "locate", "mixed")
+WORKLOADS = ("create-get", "get", "register-secret", "locate", "mixed", "get-locate")
 SECRET_SIZE = 1024
 # mixed: 50% Get, 20% Create, 20% Locate, 10% Register, interleaved.
 MIXED_PATTERN = ("get", "create", "get", "locate", "get", "register", "get", "create", "get", "locate")
@@ -228,15 +228,24 @@ def mixed(kit: Kit, index: int) -> Program:
             yield kind, messages[kind]()
 
 
+def get_locate(kit: Kit, index: int) -> Program:
+    """Get of a warm key, then Locate by one name, alternately (the scale run's workload)."""
+    gets = iter(_cycle(kit.gets, index * 37))
+    for msg in _cycle(kit.locates, index * 7):
+        yield "get", next(gets)
+        yield "locate", msg
+
+
 PROGRAMS: dict[str, Callable[[Kit, int], Program]] = {
     "create-get": create_get,
     "get": get_only,
     "register-secret": register_secret,
     "locate": locate,
     "mixed": mixed,
+    "get-locate": get_locate,
 }
 
 
 def needs(workload: str) -> tuple[bool, bool]:
     """(warm keys, named keys) the workload needs created before it starts."""
-    return workload in ("get", "mixed"), workload in ("locate", "mixed")
+    return workload in ("get", "mixed", "get-locate"), workload in ("locate", "mixed", "get-locate")

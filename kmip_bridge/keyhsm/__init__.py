@@ -1,8 +1,9 @@
 """Key HSM: envelope encryption of managed-object material under KEKs held on a PKCS#11 token.
 
-A fresh 256-bit DEK encrypts the material in software (AES-256-GCM, AAD binding object id, KEK and
-context); the KEK on the token wraps the DEK (aes-kwp: AES-GCM on the token; rsa-oaep: OAEP in
-software with the public key, unwrapped on the token). The plaintext DEK only lives in locals.
+A fresh 256-bit DEK encrypts the material in software (AES-256-GCM, AAD binding object id and
+context); the KEK on the token wraps the DEK, bound to object and KEK version (aes-kwp: AES-GCM on
+the token; rsa-oaep: OAEP in software with the public key, unwrapped on the token). A KEK rotation
+rewraps the DEK alone. The plaintext DEK only lives in locals.
 """
 
 from .envelope import Sealed

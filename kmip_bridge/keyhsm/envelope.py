@@ -1,4 +1,15 @@
-"""The software half of the envelope: the sealed record, its AAD, AES-256-GCM under the DEK."""
+"""The software half of the envelope: the sealed record, its AADs, AES-256-GCM under the DEK.
+
+Two record formats exist (``Sealed.format``, stored per row):
+
+1. the material's AAD and the DEK wrap's AAD are the same and bind object id, KEK label, KEK kind
+   and context. Moving such an object to another KEK means re-encrypting the material.
+2. (current) the material's AAD binds the object alone (id, context); the DEK wrap binds the object
+   *and* the KEK. A KEK rotation then rewraps only the DEK and the material ciphertext stays as it
+   is, while a wrapped DEK or a whole record moved to another row still fails.
+
+Format-1 records keep opening; `keyhsm rewrap` converts them once, by re-sealing.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +22,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from .errors import IntegrityError
 from .kek import AES_KWP, KINDS, parse_label
 
-DOMAIN = b"kmip-bridge/1"
+DOMAIN = b"kmip-bridge/1"  # format 1: one AAD for material and wrap
+DOMAIN_2 = b"kmip-bridge/2"
+FORMAT_1 = 1
+FORMAT_2 = 2
+FORMATS = (FORMAT_1, FORMAT_2)
+CURRENT_FORMAT = FORMAT_2
 DEK_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -25,14 +41,42 @@ class Sealed:
     ciphertext: bytes  # AES-256-GCM(material) incl. tag
     wrapped_dek: bytes  # DEK wrapped by the KEK
     wrap_nonce: bytes  # IV of the on-token AES-GCM wrap of the DEK (b"" for rsa-oaep)
+    format: int  # FORMAT_1 or FORMAT_2: which AADs bind the record (see the module docstring)
+
+
+def _fields(*parts: bytes) -> bytes:
+    """Length-prefixed fields, so no two different tuples encode alike."""
+    out = bytearray()
+    for part in parts:
+        out += len(part).to_bytes(4, "big") + part
+    return bytes(out)
 
 
 def aad(object_id: str, kek_label: str, kek_kind: str, context: str) -> bytes:
-    """Length-prefixed fields, so no two different tuples encode alike."""
-    out = bytearray()
-    for part in (DOMAIN, object_id.encode(), kek_label.encode(), kek_kind.encode(), context.encode()):
-        out += len(part).to_bytes(4, "big") + part
-    return bytes(out)
+    """Format 1: the one AAD of both the material and the DEK wrap."""
+    return _fields(DOMAIN, object_id.encode(), kek_label.encode(), kek_kind.encode(), context.encode())
+
+
+def material_aad(object_id: str, context: str) -> bytes:
+    """Format 2: the material is bound to its object, not to the KEK that wraps its DEK."""
+    return _fields(DOMAIN_2, b"material", object_id.encode(), context.encode())
+
+
+def wrap_aad(object_id: str, kek_label: str, kek_kind: str, context: str) -> bytes:
+    """Format 2: the wrapped DEK is bound to its object and to the KEK version that wraps it."""
+    return _fields(DOMAIN_2, b"dek-wrap", object_id.encode(), kek_label.encode(), kek_kind.encode(), context.encode())
+
+
+def material_aad_of(sealed: Sealed, object_id: str, context: str) -> bytes:
+    if sealed.format == FORMAT_1:
+        return aad(object_id, sealed.kek_label, sealed.kek_kind, context)
+    return material_aad(object_id, context)
+
+
+def wrap_aad_of(sealed: Sealed, object_id: str, context: str) -> bytes:
+    if sealed.format == FORMAT_1:
+        return aad(object_id, sealed.kek_label, sealed.kek_kind, context)
+    return wrap_aad(object_id, sealed.kek_label, sealed.kek_kind, context)
 
 
 def new_dek() -> bytes:
@@ -58,6 +102,8 @@ def decrypt(dek: bytes, sealed: Sealed, associated: bytes) -> bytes:
 
 def validate(sealed: Sealed) -> None:
     """Shape checks before anything touches the token; a stored record is not trusted."""
+    if sealed.format not in FORMATS:
+        raise IntegrityError(f"sealed record has an unknown envelope format ({sealed.format!r})")
     if sealed.kek_kind not in KINDS or parse_label(sealed.kek_label) is None:
         raise IntegrityError(
             f"sealed record names an invalid KEK ({sealed.kek_label!r}, {sealed.kek_kind!r})"

@@ -11,6 +11,10 @@ class TokenUnavailable(KeyHsmError):
     """The PKCS#11 module, token, login or a session cannot be used."""
 
 
+class SessionBroken(TokenUnavailable):
+    """A pooled session died (the pool has dropped it); the call may be repeated on another."""
+
+
 class KekNotFound(KeyHsmError):
     def __init__(self, name: str, message: str | None = None) -> None:
         self.name = name
@@ -28,6 +32,7 @@ class KekRevoked(KeyHsmError):
         self.label = label
         super().__init__(
             f"the key material is irretrievable because KEK '{label}' was revoked (destroyed) on the HSM"
+            " or is absent from this token"
         )
 
 

@@ -7,6 +7,9 @@ leads to a fresh search whose failure, with a working login, means the KEK was d
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +24,15 @@ from pkcs11.mechanisms import GCMParams
 
 from . import envelope, kek
 from .envelope import Sealed
-from .errors import IntegrityError, KekExists, KekNotFound, KekRevoked, KeyHsmError, TokenUnavailable
+from .errors import (
+    IntegrityError,
+    KekExists,
+    KekNotFound,
+    KekRevoked,
+    KeyHsmError,
+    SessionBroken,
+    TokenUnavailable,
+)
 from .kek import AES_KWP, KEK_CLASS, RSA_OAEP, KekInfo
 from .token import PooledSession, TokenConnection, TokenSettings
 
@@ -48,6 +59,11 @@ _UNWRAP_FAILED = (
 # SoftHSM2 implements OAEP with SHA-1/MGF1-SHA-1 only (SHA-256 is ArgumentsBad); both sides must agree.
 _OAEP_SOFTWARE = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
 _OAEP_TOKEN = (Mechanism.SHA_1, MGF.SHA1, None)
+
+
+def _binding(associated: bytes) -> bytes:
+    """What an rsa-oaep wrap (format 2) carries after the DEK to bind it to object and KEK."""
+    return hashlib.sha256(associated).digest()
 
 
 class KeyHsm:
@@ -78,9 +94,14 @@ class KeyHsm:
         return self._seal_under(self.current_kek(name), object_id, material, context)
 
     def _seal_under(self, info: KekInfo, object_id: str, material: bytes, context: str) -> Sealed:
-        associated = envelope.aad(object_id, info.label, info.kind, context)
         dek = envelope.new_dek()
-        nonce, ciphertext = envelope.encrypt(dek, material, associated)
+        nonce, ciphertext = envelope.encrypt(dek, material, envelope.material_aad(object_id, context))
+        wrapped, wrap_nonce = self._wrap(info, dek, object_id, context)
+        return Sealed(info.label, info.kind, nonce, ciphertext, wrapped, wrap_nonce, envelope.CURRENT_FORMAT)
+
+    def _wrap(self, info: KekInfo, dek: bytes, object_id: str, context: str) -> tuple[bytes, bytes]:
+        """(wrapped DEK, wrap nonce) under KEK ``info``, bound to the object and the KEK (format 2)."""
+        associated = envelope.wrap_aad(object_id, info.label, info.kind, context)
         if info.kind == AES_KWP:
             wrap_nonce = os.urandom(envelope.NONCE_BYTES)
             params = GCMParams(wrap_nonce, associated)
@@ -88,14 +109,13 @@ class KeyHsm:
                 info.label, info.kind, "wrapping a data key",
                 lambda key: key.encrypt(dek, mechanism=Mechanism.AES_GCM, mechanism_param=params),
             )
-        else:
-            wrap_nonce = b""
-            wrapped = self._rsa_public(info.label).encrypt(dek, _OAEP_SOFTWARE)
-        return Sealed(info.label, info.kind, nonce, ciphertext, wrapped, wrap_nonce)
+            return wrapped, wrap_nonce
+        # SoftHSM2's OAEP takes no label, so the binding travels inside the OAEP plaintext.
+        return self._rsa_public(info.label).encrypt(dek + _binding(associated), _OAEP_SOFTWARE), b""
 
-    def open(self, object_id: str, sealed: Sealed, context: str = "") -> bytes:
-        envelope.validate(sealed)
-        associated = envelope.aad(object_id, sealed.kek_label, sealed.kek_kind, context)
+    def _unwrap(self, object_id: str, sealed: Sealed, context: str) -> bytes:
+        """The plaintext DEK of a validated record; it never leaves this class."""
+        associated = envelope.wrap_aad_of(sealed, object_id, context)
         if sealed.kek_kind == AES_KWP:
             mechanism, param = Mechanism.AES_GCM, GCMParams(sealed.wrap_nonce, associated)
         else:
@@ -105,20 +125,50 @@ class KeyHsm:
             lambda key: key.decrypt(sealed.wrapped_dek, mechanism=mechanism, mechanism_param=param),
             unwrap=True,
         )
-        return envelope.decrypt(dek, sealed, associated)
+        if sealed.kek_kind == RSA_OAEP and sealed.format != envelope.FORMAT_1:
+            dek, bound = dek[: envelope.DEK_BYTES], dek[envelope.DEK_BYTES :]
+            if not hmac.compare_digest(bound, _binding(associated)):
+                raise IntegrityError(
+                    "the wrapped data key belongs to another object or KEK (tampered with, or moved)"
+                )
+        return dek
+
+    def open(self, object_id: str, sealed: Sealed, context: str = "") -> bytes:
+        envelope.validate(sealed)
+        dek = self._unwrap(object_id, sealed, context)
+        return envelope.decrypt(dek, sealed, envelope.material_aad_of(sealed, object_id, context))
 
     def rewrap(self, object_id: str, sealed: Sealed, context: str = "") -> Sealed:
-        """The same material re-sealed under the current version of the KEK name it is under
-        (``sealed`` itself if that is already current). The material's AAD binds the KEK label, so
-        a bare re-wrap of the DEK would break it: the material is opened and sealed afresh (new DEK,
-        new nonce) here, and neither the DEK nor the material ever reaches the caller."""
+        """The record moved to the current version of the KEK name it is under (``sealed`` itself
+        if it is there already). Format 2: only the DEK is unwrapped (old version) and wrapped
+        again (current version); nonce and ciphertext are returned byte for byte. Format 1 binds
+        the material to the KEK, so such a record is re-sealed once, into format 2. Neither the DEK
+        nor the material ever reaches the caller."""
         envelope.validate(sealed)
         parsed = kek.parse_label(sealed.kek_label)
         assert parsed is not None  # validate() checked it
         name = parsed[0]
         if self.current_kek(name).label == sealed.kek_label:
             return sealed
-        return self.seal(object_id, self.open(object_id, sealed, context), context, kek_name=name)
+        if sealed.format == envelope.FORMAT_1:
+            return self.seal(object_id, self.open(object_id, sealed, context), context, kek_name=name)
+        dek = self._unwrap(object_id, sealed, context)
+        # The material is checked against this DEK before the DEK is carried forward: a record
+        # whose parts do not belong together is reported now, while the old KEK still exists.
+        envelope.decrypt(dek, sealed, envelope.material_aad_of(sealed, object_id, context))
+        for attempt in range(2):
+            info = self.current_kek(name)
+            try:
+                wrapped, wrap_nonce = self._wrap(info, dek, object_id, context)
+                break
+            except KekRevoked:
+                if attempt:
+                    raise
+                # The cached current version was destroyed meanwhile: look again, once (as seal does).
+                self._current.pop(name, None)
+        return dataclasses.replace(
+            sealed, kek_label=info.label, kek_kind=info.kind, wrapped_dek=wrapped, wrap_nonce=wrap_nonce
+        )
 
     def _rsa_public(self, label: str) -> rsa.RSAPublicKey:
         """The cached public key, after confirming the private half still exists and matches: the
@@ -146,7 +196,10 @@ class KeyHsm:
     ) -> T:
         """op(key) with the KEK's key object on a pooled session; PKCS#11 errors become ours."""
         try:
-            return self._with_key(label, kind, op, unwrap)
+            try:
+                return self._with_key(label, kind, op, unwrap)
+            except SessionBroken:
+                return self._with_key(label, kind, op, unwrap)  # once more, on another session
         except p11e.PKCS11Error as exc:
             raise _unavailable(label, what, exc) from None
 
@@ -192,6 +245,7 @@ class KeyHsm:
             try:
                 kek.find_one(ps.session, label, KEK_CLASS[other])
             except p11e.NoSuchKey:
+                self._token.confirm_present()  # an absent token looks empty, not revoked
                 raise KekRevoked(label) from None
         raise IntegrityError(f"sealed record says KEK '{label}' is {kind}, but on the token it is {other}")
 
@@ -206,6 +260,7 @@ class KeyHsm:
             return cached[0]
         versions = [k for k in self.list_keks() if k.name == name]
         if not versions:
+            self._token.confirm_present()  # an absent token looks empty
             raise KekNotFound(name)
         latest = max(versions, key=lambda k: k.version)
         if self._ttl > 0:

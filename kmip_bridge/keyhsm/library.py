@@ -142,6 +142,11 @@ class Library:
         self.conf: str | None = None
         self.lock_file = lock_file
         self.logins: dict[str, _Login] = {}  # token label -> this process's login to it
+        # Bumped by restart(): sessions and key handles of an older generation are gone.
+        self.generation = 0
+        self.initialised = False
+        self.gate = Gate()
+        self.last_recovery = 0.0  # time.monotonic() of the last attempt to re-find a lost token
         if inherited:
             # State copied over fork() is not usable in the child; start again.
             self.raw.finalize(None)
@@ -160,6 +165,7 @@ class Library:
             rv = self.raw.initialize(ctypes.byref(_InitArgs(flags=CKF_OS_LOCKING_OK)))
         if rv not in (CKR_OK, CKR_CRYPTOKI_ALREADY_INITIALIZED):
             raise TokenUnavailable(f"C_Initialize of {self.path} failed: {rv_text(rv)}")
+        self.initialised = True
         self.conf = os.environ.get("SOFTHSM2_CONF")
 
     def use_conf(self, conf: str | None) -> None:
@@ -174,9 +180,63 @@ class Library:
         self.restart(conf)
 
     def restart(self, conf: str | None) -> None:
-        """C_Finalize + C_Initialize: the only way to make SoftHSM2 scan its tokens again."""
-        self.raw.finalize(None)
+        """C_Finalize + C_Initialize: the only way to make SoftHSM2 scan its tokens again. A
+        failed C_Initialize (SoftHSM2 fails it while its token folder is missing) leaves the module
+        finalised, and the next restart only initialises."""
+        if self.initialised:
+            self.raw.finalize(None)
+            self.initialised = False
+            self.generation += 1
         self._initialize(conf)
+
+
+class Gate:
+    """Shared for every PKCS#11 call, exclusive for C_Finalize/C_Initialize (finalising while
+    another thread is inside the module is undefined behaviour). Reader-preferring and re-entrant
+    for readers, so a thread already inside may nest; exclusive() refuses (returns False) when the
+    calling thread is itself inside, instead of deadlocking."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._mine = threading.local()
+
+    def held(self) -> bool:
+        return getattr(self._mine, "depth", 0) > 0
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        if not self.held():
+            with self._cond:
+                while self._writer:
+                    self._cond.wait()
+                self._readers += 1
+        self._mine.depth = getattr(self._mine, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            self._mine.depth -= 1
+            if self._mine.depth == 0:
+                with self._cond:
+                    self._readers -= 1
+                    self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[bool]:
+        if self.held():
+            yield False
+            return
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        try:
+            yield True
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
 
 
 @contextmanager

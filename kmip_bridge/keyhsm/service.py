@@ -169,10 +169,10 @@ class KeyHsmService:
             sealed = hsm.seal(text(f[0]), f[1], text(f[2]), kek_name=text(f[3]) or None)
             return wire.sealed_fields(sealed)
         if op == wire.OPEN:
-            _arity(f, 8)
+            _arity(f, 9)
             return [hsm.open(text(f[0]), wire.sealed_from(f[2:]), text(f[1]))]
         if op == wire.REWRAP:
-            _arity(f, 8)
+            _arity(f, 9)
             return wire.sealed_fields(hsm.rewrap(text(f[0]), wire.sealed_from(f[2:]), text(f[1])))
         if op == wire.CURRENT_KEK:
             _arity(f, 1)

@@ -26,7 +26,7 @@ from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 from pkcs11.types import Session, Token
 
-from .errors import TokenUnavailable
+from .errors import SessionBroken, TokenUnavailable
 from .library import (
     CKR_OK,
     CKR_USER_ALREADY_LOGGED_IN,
@@ -42,6 +42,8 @@ log = logging.getLogger("kmip_bridge.keyhsm")
 
 LOGIN_ATTEMPTS = 5
 POOL_WAIT_SECONDS = 30.0
+# A lost token is looked for again (module restart + login) at most this often per process.
+RECOVERY_INTERVAL = 1.0
 
 # Errors after which a pooled session is not worth keeping.
 SESSION_BROKEN: tuple[type[Exception], ...] = (
@@ -69,6 +71,9 @@ class _Login:
         self.lock = threading.RLock()
         self.refs = 0
         self._pin_digest = hashlib.sha256(pin.encode()).digest()
+        # True after a module restart until a login succeeds: the old session handle is void and
+        # its number may already belong to a new session, so it is neither queried nor closed.
+        self.stale = False
         self.token, self.session = self._login(pin)
 
     def _login(self, pin: str) -> tuple[Token, Session]:
@@ -119,8 +124,20 @@ class _Login:
     def logged_in(self) -> bool:
         return self.library.raw.logged_in(self.session.handle)
 
+    def relogin(self, pin: str) -> None:
+        """One login attempt after a module restart (see ``stale``)."""
+        with file_lock(self.lock_file):
+            result = self._login_once(pin)
+        if isinstance(result, str):
+            self.stale = True
+            raise TokenUnavailable(result)
+        self.token, self.session = result
+        self.stale = False
+
     def ensure(self, pin: str) -> None:
         """Logs in again if the login was lost (e.g. something else closed a logged-in session)."""
+        if self.stale:
+            raise TokenUnavailable(f"token '{self.token_label}' is not present or does not answer")
         if self.logged_in():
             return
         with self.lock:
@@ -150,6 +167,7 @@ class TokenSettings:
 @dataclass
 class PooledSession:
     session: Session
+    generation: int  # the library generation the session was opened in (see Library.restart)
     # Key objects bound to this session, by (label, object class); python-pkcs11 ties a key object to
     # the session it was found on, so each pooled session keeps its own.
     keys: dict[tuple[str, int], Any] = field(default_factory=dict)
@@ -180,6 +198,7 @@ class TokenConnection:
                 )
             login.refs += 1
         self._login = login
+        self._library = library
 
     @property
     def token_label(self) -> str:
@@ -187,7 +206,83 @@ class TokenConnection:
 
     def ensure_login(self) -> None:
         self._check_open()
-        self._login.ensure(self._pin)
+        try:
+            with self._library.gate.shared():
+                self._login.ensure(self._pin)
+        except TokenUnavailable:
+            if not self.recover():
+                raise
+
+    def confirm_present(self) -> None:
+        """Raises TokenUnavailable unless the logged-in token still answers as itself. SoftHSM2
+        shows a token whose folder vanished as an empty token — the same answer as for destroyed
+        KEKs — but C_GetTokenInfo fails then; so a KEK is only called revoked after this check."""
+        if self._answers():
+            return
+        if self.recover():
+            raise TokenUnavailable(f"token '{self.token_label}' stopped answering and was re-opened; retry")
+        raise TokenUnavailable(
+            f"token '{self.token_label}' is not present or does not answer; requests resume when it is back"
+        )
+
+    def _answers(self) -> bool:
+        with self._library.gate.shared():
+            return self._answers_unlocked()
+
+    def recover(self) -> bool:
+        """After a token failure: if the token does not answer, restart the module and log in
+        again — SoftHSM2 never re-reads a token folder that vanished, and a removed HSM token
+        needs a fresh C_Initialize too. At most once per RECOVERY_INTERVAL per process, and never
+        from inside a PKCS#11 call of this thread. True if the token answers afterwards."""
+        lib = self._library
+        if self._closed or time.monotonic() - lib.last_recovery < RECOVERY_INTERVAL:
+            return False
+        with lib.gate.exclusive() as alone:
+            if not alone or time.monotonic() - lib.last_recovery < RECOVERY_INTERVAL:
+                return False
+            lib.last_recovery = time.monotonic()
+            if self._answers_unlocked():
+                return True  # a broken session, not a lost token: the pool replaces it
+            log.warning("token '%s' does not answer; restarting the PKCS#11 module", self.token_label)
+            outcome: list[str] = []
+            # On a thread of its own: SoftHSM2 leaves OpenSSL errors on the calling thread's error
+            # queue when C_Initialize fails, and Python's ssl would then fail this connection.
+            helper = threading.Thread(target=self._restart_and_login, args=(outcome,), daemon=True)
+            helper.start()
+            helper.join()
+        if outcome != ["ok"]:
+            log.warning("token '%s' still unusable: %s", self.token_label, outcome[0] if outcome else "?")
+            return False
+        log.warning("token '%s' is back; logged in again", self.token_label)
+        return True
+
+    def _restart_and_login(self, outcome: list[str]) -> None:
+        lib = self._library
+        try:
+            lib.restart(lib.conf)
+            for login in lib.logins.values():
+                login.stale = True
+            self._login.relogin(self._pin)
+            outcome.append("ok")
+        except TokenUnavailable as exc:
+            for login in lib.logins.values():
+                login.stale = True
+            outcome.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - reported, never raised from a helper thread
+            outcome.append(f"{type(exc).__name__}")
+
+    def _answers_unlocked(self) -> bool:
+        login = self._login
+        if login.stale:
+            return False
+        try:
+            # Under the shared token lock: another process's login rewrites the token files, and
+            # C_GetTokenInfo reading them half-written fails (seen at start-up of two workers).
+            with self.reading():
+                info = login.token.slot.get_token()
+        except p11e.PKCS11Error:
+            return False
+        return bool(info.serial == login.token.serial and info.label == login.token_label)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -204,7 +299,7 @@ class TokenConnection:
         """The read-write login session, one caller at a time, across processes with a lock file
         (so that 'highest version + 1' cannot be picked twice)."""
         self.ensure_login()
-        with self._login.lock, file_lock(self._lock_file):
+        with self._library.gate.shared(), self._login.lock, file_lock(self._lock_file):
             try:
                 yield self._login.session
             except SESSION_BROKEN as exc:
@@ -213,23 +308,32 @@ class TokenConnection:
     @contextmanager
     def session(self) -> Iterator[PooledSession]:
         """A pooled read-only session for this thread alone until the block ends."""
-        ps = self._take()
         try:
-            yield ps
-        except SESSION_BROKEN as exc:
-            self._discard(ps)
-            raise TokenUnavailable(f"token session failed: {type(exc).__name__}") from None
-        except BaseException:
-            self._give_back(ps)
+            with self._library.gate.shared():
+                ps = self._take()
+                try:
+                    yield ps
+                except SESSION_BROKEN as exc:
+                    self._discard(ps)
+                    raise SessionBroken(f"token session failed: {type(exc).__name__}") from None
+                except BaseException:
+                    self._give_back(ps)
+                    raise
+                self._give_back(ps)
+        except TokenUnavailable:
+            self.recover()  # outside the gate; for the next request, this one has failed
             raise
-        self._give_back(ps)
 
     def _take(self) -> PooledSession:
         self._check_open()
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
+        while True:
+            try:
+                ps = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if ps.generation == self._library.generation:
+                return ps
+            self._discard(ps)  # opened before a module restart: void
         with self._count_lock:
             grow = self._count < self._pool_size
             if grow:
@@ -238,13 +342,21 @@ class TokenConnection:
             try:
                 # Not logged in itself: login state is per process, and a session opened with a PIN
                 # would log the whole process out when closed.
-                return PooledSession(self._login.token.open())
+                return PooledSession(self._login.token.open(), self._library.generation)
             except p11e.PKCS11Error as exc:
                 with self._count_lock:
                     self._count -= 1
+                if self._login.stale:
+                    raise TokenUnavailable(
+                        f"token '{self.token_label}' is not present or does not answer"
+                    ) from None
                 raise TokenUnavailable(f"cannot open a token session: {type(exc).__name__}") from None
         try:
-            return self._idle.get(timeout=POOL_WAIT_SECONDS)
+            ps = self._idle.get(timeout=POOL_WAIT_SECONDS)
+            if ps.generation != self._library.generation:
+                self._discard(ps)
+                return self._take()
+            return ps
         except queue.Empty:
             raise TokenUnavailable(
                 f"all {self._pool_size} token sessions stayed busy for {POOL_WAIT_SECONDS:.0f} s"
@@ -257,7 +369,8 @@ class TokenConnection:
             self._idle.put(ps)
 
     def _discard(self, ps: PooledSession) -> None:
-        _close_quietly(ps.session)
+        if ps.generation == self._library.generation:  # an older handle's number may be reused
+            _close_quietly(ps.session)
         with self._count_lock:
             self._count -= 1
 
@@ -273,6 +386,10 @@ class TokenConnection:
             ) from None
         if not self._login.logged_in():
             raise TokenUnavailable(f"not logged in to token '{self.token_label}'")
+        try:
+            self.confirm_present()
+        except TokenUnavailable:
+            self.confirm_present()  # once more: a token just re-opened by recover() answers now
 
     def close(self) -> None:
         if self._closed:

@@ -20,7 +20,8 @@ from .envelope import Sealed
 from .errors import IntegrityError, KekExists, KekNotFound, KekRevoked, KeyHsmError, TokenUnavailable
 from .kek import KekInfo
 
-MAGIC = b"kmip-bridge-keyhsm/1"
+# /2: sealed records carry their envelope format (a 7th field).
+MAGIC = b"kmip-bridge-keyhsm/2"
 MAX_FRAME = 16 * 1024 * 1024
 
 # operations
@@ -126,13 +127,20 @@ def text(value: bytes) -> str:
 
 
 def sealed_fields(s: Sealed) -> list[bytes]:
-    return [s.kek_label.encode(), s.kek_kind.encode(), s.nonce, s.ciphertext, s.wrapped_dek, s.wrap_nonce]
+    return [
+        s.kek_label.encode(), s.kek_kind.encode(), s.nonce, s.ciphertext, s.wrapped_dek, s.wrap_nonce,
+        str(s.format).encode(),
+    ]
 
 
 def sealed_from(fields: Sequence[bytes]) -> Sealed:
-    if len(fields) != 6:
-        raise ProtocolError("a sealed record has 6 fields")
-    return Sealed(text(fields[0]), text(fields[1]), fields[2], fields[3], fields[4], fields[5])
+    if len(fields) != 7:
+        raise ProtocolError("a sealed record has 7 fields")
+    try:
+        fmt = int(fields[6])
+    except ValueError:
+        raise ProtocolError("an envelope format is not a number") from None
+    return Sealed(text(fields[0]), text(fields[1]), fields[2], fields[3], fields[4], fields[5], fmt)
 
 
 def kek_fields(k: KekInfo) -> list[bytes]:

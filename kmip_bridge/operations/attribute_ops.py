@@ -190,6 +190,24 @@ def _check_name_free(ctx: RequestContext, uid: str, attr: Attribute, own: list[A
         )
 
 
+def _write_named(ctx: RequestContext, uid: str, row: ObjectRow, attr: Attribute, own: list[AttrRow],
+                 **changes: object) -> None:
+    """Writes a change that may set ``attr``. A Name is written and checked free in one
+    transaction that holds a lock on that name value until commit: the row_version guards one
+    object, but two requests (on any node) giving the same Name to two objects would otherwise
+    both pass the check. The object's row is written (locked) before the name is locked, always
+    in that order, so that two such transactions cannot deadlock; a taken name rolls it back."""
+    key = objects.search_key(attr.value) if attr.name == "Name" else None
+    if key is None:
+        objects.update(ctx, row, **changes)
+        return
+    store = ctx.services.store
+    with store.unit_of_work():
+        objects.update(ctx, row, **changes)
+        store.serialize("name:" + key)
+        _check_name_free(ctx, uid, attr, own)
+
+
 def _answer(ctx: RequestContext, uid: str, attr: Attribute, index_given: bool = False) -> Item:
     """1.x echoes the attribute (Attribute Index omitted when 0, unless the request named the
     index: then it is echoed as given); 2.x only the id."""
@@ -219,10 +237,9 @@ def add_attribute(ctx: RequestContext, payload: Item) -> Item:
             ctx, ResultReason.ILLEGAL_OPERATION, ResultReason.ATTRIBUTE_SINGLE_VALUED,
             f"attribute '{attr.name}' is single-valued and already set",
         )
-    _check_name_free(ctx, uid, attr, existing)
     # Indexes never change once given (KMIP 1.x §2.1.1), so a new instance goes after the highest.
     added = Attribute(attr.name, attr.value, existing[-1].position + 1 if existing else 0)
-    objects.update(ctx, row, add=[objects.to_row(added)])
+    _write_named(ctx, uid, row, attr, existing, add=[objects.to_row(added)])
     return _answer(ctx, uid, added)
 
 
@@ -257,9 +274,9 @@ def modify_attribute(ctx: RequestContext, payload: Item) -> Item:
         if not found:
             raise _no_instance(ctx, new.name)
         target = found[0]
-    _check_name_free(ctx, uid, new, [r for r in existing if r is not target])
     changed = Attribute(new.name, new.value, target.position)
-    objects.update(ctx, row, delete=[(new.name, target.position)], add=[objects.to_row(changed)])
+    _write_named(ctx, uid, row, new, [r for r in existing if r is not target],
+                 delete=[(new.name, target.position)], add=[objects.to_row(changed)])
     return _answer(ctx, uid, changed, index_given)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from kmip.core.enums import Operation, ResultReason, ResultStatus
 from kmip.core.enums import Tags as T
 
+from .. import logs
 from ..audit import AuditError
 from ..protocol.messages import BatchItem, Result
 from ..protocol.ttlv import Item, Type
@@ -90,6 +91,8 @@ def record(ctx: RequestContext, item: BatchItem, result: Result, started: float 
             "object": object_of(ctx, item, result),
             "status": ResultStatus(result.status).name,
             "reason": ResultReason(result.reason).name if result.reason is not None else None,
+            # The request message's id in the server log (and 2.x Server Correlation Value).
+            "request_id": logs.request_id(),
         },
         started,
     )

@@ -41,6 +41,9 @@ class RequestContext:
     version: tuple[int, int] = (1, 0)
     id_placeholder: str | None = None
     operation: int | None = None  # of the batch item being processed
+    # Set while a read-modify-write item runs in its own unit of work: the target's row is then
+    # read FOR UPDATE (dispatch._call), so concurrent changes of one object queue, not collide.
+    lock_target: bool = False
 
     def kek_for_identity(self) -> str | None:
         """The tenant KEK of the caller's groups (first by name), or None for the default KEK."""

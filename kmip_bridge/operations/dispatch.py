@@ -7,6 +7,7 @@ failures become KMIP results, never exceptions that reach the connection.
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -14,8 +15,9 @@ from collections.abc import Callable
 from kmip.core.enums import BatchErrorContinuationOption, Operation, ResultReason, ResultStatus
 from kmip.core.enums import Tags as T
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from .. import keyhsm, metrics
+from .. import keyhsm, logs, metrics
 from ..protocol import messages, ttlv
 from ..protocol.errors import KmipError
 from ..protocol.messages import BatchItem, Request, Response, Result
@@ -106,7 +108,9 @@ def to_kmip_error(exc: Exception) -> KmipError:
         return KmipError(ResultReason.GENERAL_FAILURE, f"key HSM unavailable: {exc}")
     if isinstance(exc, StoreUnavailable):
         return KmipError(ResultReason.GENERAL_FAILURE, str(exc))
-    if isinstance(exc, DBAPIError):
+    if isinstance(exc, PoolTimeout):  # every pooled connection stayed busy for database.pool_timeout
+        return KmipError(ResultReason.GENERAL_FAILURE, "database unavailable: no free connection within pool_timeout")
+    if isinstance(exc, DBAPIError) or _driver_error(exc):
         return KmipError(ResultReason.GENERAL_FAILURE, "database unavailable")
     if isinstance(exc, ConcurrentUpdate):
         return KmipError(ResultReason.GENERAL_FAILURE, str(exc))
@@ -114,6 +118,64 @@ def to_kmip_error(exc: Exception) -> KmipError:
         # A field of the wrong type or shape in an otherwise well-formed message.
         return KmipError(ResultReason.INVALID_FIELD, "a request field has the wrong type or shape")
     return KmipError(ResultReason.GENERAL_FAILURE, "internal server error")
+
+
+# Operations that read one object and write it back in one store call guarded by its row_version
+# (no effect outside that transaction). When a concurrent request — on this node or another one —
+# wins the race, the write changes nothing and raises ConcurrentUpdate; re-running the handler
+# from the read is exactly what the client would do, so the server does it (re-checking state and
+# permissions on the fresh row). Others (crypto with multi-part streams or Usage Limits, creation)
+# are not re-run: the conflict is reported. Inside an Undo batch the transaction spans earlier
+# items, so re-running one item alone would be wrong: the target row is locked for the rest of the
+# batch, and a conflict (with a writer that took no lock) undoes the batch and is reported.
+_RETRIED = frozenset(
+    {
+        Operation.ADD_ATTRIBUTE.value,
+        Operation.MODIFY_ATTRIBUTE.value,
+        Operation.SET_ATTRIBUTE.value,
+        Operation.DELETE_ATTRIBUTE.value,
+        Operation.ACTIVATE.value,
+        Operation.REVOKE.value,
+        Operation.DESTROY.value,
+    }
+)
+_ATTEMPTS = 10
+
+
+def _call(handler: Handler, ctx: RequestContext, payload: Item, operation: int) -> Item:
+    store = ctx.services.store
+    if operation not in _RETRIED:
+        return handler(ctx, payload)
+    if store.in_unit_of_work():
+        # An Undo batch: the row stays locked until the batch ends; a conflict undoes the batch.
+        return _locked(handler, ctx, payload)
+    for attempt in range(_ATTEMPTS):
+        try:
+            # Its own transaction, the target row read FOR UPDATE: changes of one object made
+            # through any node queue on the row lock. The retry remains for writers that do not
+            # lock (keyhsm rewrap; Usage Limits, ReKey and DeriveKey updating a key they use).
+            with store.unit_of_work():
+                return _locked(handler, ctx, payload)
+        except ConcurrentUpdate:
+            if attempt + 1 == _ATTEMPTS:
+                raise
+            # Random, growing back-off (2 ms .. ~1 s) so that contenders stop colliding.
+            time.sleep(random.uniform(0, 0.002 * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def _locked(handler: Handler, ctx: RequestContext, payload: Item) -> Item:
+    ctx.lock_target = True
+    try:
+        return handler(ctx, payload)
+    finally:
+        ctx.lock_target = False
+
+
+def _driver_error(exc: Exception) -> bool:
+    """An exception of the database driver itself, which SQLAlchemy lets through on a few pool
+    paths (e.g. resetting a dropped connection on check-in)."""
+    return type(exc).__module__.split(".")[0] in ("psycopg2", "sqlite3")
 
 
 def run_item(ctx: RequestContext, item: BatchItem) -> Result:
@@ -128,7 +190,7 @@ def run_item(ctx: RequestContext, item: BatchItem) -> Result:
         payload = item.payload or Item(T.REQUEST_PAYLOAD.value, Type.STRUCTURE, [])
         ctx.operation = item.operation
         try:
-            out = handler(ctx, payload)
+            out = _call(handler, ctx, payload, item.operation)
             result = Result(item.operation, item.unique_batch_item_id, payload=out)
         except Exception as exc:
             error = to_kmip_error(exc)
@@ -136,7 +198,8 @@ def run_item(ctx: RequestContext, item: BatchItem) -> Result:
                 log.error(
                     "operation failed",
                     extra={"operation": _op_name(item.operation), "error": type(exc).__name__},
-                    exc_info=not isinstance(exc, (keyhsm.KeyHsmError, StoreUnavailable)),
+                    exc_info=not isinstance(exc, (keyhsm.KeyHsmError, StoreUnavailable, ConcurrentUpdate,
+                                                  PoolTimeout, DBAPIError)),
                 )
             result = Result.failure(item, error)
             result.payload = getattr(error, "payload", None)  # a failed 1.x Check names what failed
@@ -153,7 +216,8 @@ def process(ctx: RequestContext, request: Request) -> Response:
     response = Response(
         version=request.version,
         client_correlation_value=request.client_correlation_value,
-        server_correlation_value=uuid.uuid4().hex[:16] if request.version >= (2, 0) else None,
+        # The request id of the server's log lines, so that a client can quote it.
+        server_correlation_value=(logs.request_id() or uuid.uuid4().hex[:16]) if request.version >= (2, 0) else None,
     )
     option = request.batch_error_option
     if option == BatchErrorContinuationOption.UNDO.value:

@@ -12,10 +12,11 @@ from .context import RequestContext
 
 def handle(ctx: RequestContext, payload: Item) -> Item:
     uid = objects.target_uid(ctx, payload)
-    row = objects.load_visible(ctx, uid)
-    obj = objects.open_material(ctx, row)
-    # Export checks, Key Format Type conversion and Key Wrapping Specification live in key_wrap.
-    obj = key_wrap.prepare_for_get(ctx, row, obj, payload)
+    with ctx.services.store.reading():  # the row and the export attributes: one checkout
+        row = objects.load_visible(ctx, uid)
+        obj = objects.open_material(ctx, row)
+        # Export checks, Key Format Type conversion and Key Wrapping Specification live in key_wrap.
+        obj = key_wrap.prepare_for_get(ctx, row, obj, payload)
     if row.fresh:
         ctx.services.store.mark_served(uid)
     ctx.id_placeholder = uid

@@ -148,7 +148,7 @@ def load_visible(ctx: RequestContext, uid: str) -> ObjectRow:
     an object that does not exist, so ids of other tenants are not revealed), and if the current
     operation is permitted on it (otherwise Permission Denied)."""
     policy = ctx.services.policy
-    row = ctx.services.store.load_object(uid)
+    row = ctx.services.store.load_object(uid, for_update=ctx.lock_target)
     if row is None or not policy.visible(ctx.identity, row.object_type, row.owner, row.policy):
         raise KmipError(ResultReason.OBJECT_NOT_FOUND, "object not found") if ctx.v2 else not_found()
     if ctx.operation is not None and not policy.allowed(
@@ -188,19 +188,37 @@ def _aad_context(object_type: int) -> str:
     return f"object-type:{object_type}"
 
 
-def open_material(ctx: RequestContext, row: ObjectRow) -> Item:
-    if not row.has_material:
-        reason = ResultReason.OBJECT_DESTROYED if ctx.v2 else ResultReason.ITEM_NOT_FOUND
-        raise KmipError(reason, "object was destroyed; its key material no longer exists")
-    sealed = Sealed(
+def sealed_of(row: ObjectRow) -> Sealed:
+    """The sealed envelope a row holds (the Key HSM validates it before use)."""
+    return Sealed(
         kek_label=row.kek_label or "",
         kek_kind=row.kek_kind or "",
         nonce=row.nonce or b"",
         ciphertext=row.ciphertext or b"",
         wrapped_dek=row.wrapped_dek or b"",
         wrap_nonce=row.wrap_nonce or b"",
+        format=row.envelope_format,
     )
-    plain = ctx.services.keyhsm.open(row.uid, sealed, _aad_context(row.object_type))
+
+
+def sealed_columns(sealed: Sealed) -> dict[str, object]:
+    """The objects-table columns that store ``sealed``."""
+    return {
+        "kek_label": sealed.kek_label,
+        "kek_kind": sealed.kek_kind,
+        "nonce": sealed.nonce,
+        "ciphertext": sealed.ciphertext,
+        "wrapped_dek": sealed.wrapped_dek,
+        "wrap_nonce": sealed.wrap_nonce,
+        "envelope_format": sealed.format,
+    }
+
+
+def open_material(ctx: RequestContext, row: ObjectRow) -> Item:
+    if not row.has_material:
+        reason = ResultReason.OBJECT_DESTROYED if ctx.v2 else ResultReason.ITEM_NOT_FOUND
+        raise KmipError(reason, "object was destroyed; its key material no longer exists")
+    plain = ctx.services.keyhsm.open(row.uid, sealed_of(row), _aad_context(row.object_type))
     return ttlv.decode(plain)
 
 
@@ -276,12 +294,7 @@ def insert_new(
         created_at=time.time_ns() // 1000,
         policy=policy_name,
         fresh=fresh,
-        kek_label=sealed.kek_label,
-        kek_kind=sealed.kek_kind,
-        nonce=sealed.nonce,
-        ciphertext=sealed.ciphertext,
-        wrapped_dek=sealed.wrapped_dek,
-        wrap_nonce=sealed.wrap_nonce,
+        **sealed_columns(sealed),  # type: ignore[arg-type]
     )
     ctx.services.store.insert_object(row, [to_row(a) for a in [*attrs, *stamp]])
     ctx.id_placeholder = uid

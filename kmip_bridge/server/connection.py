@@ -18,6 +18,7 @@ from typing import Protocol
 
 from kmip.core.enums import ResultReason
 
+from .. import logs
 from ..protocol import messages, ttlv
 from ..protocol.errors import KmipError
 
@@ -75,6 +76,19 @@ def serve_connection(
     limits: Limits,
     in_flight: InFlight,
 ) -> None:
+    # Every line logged while serving this connection carries its id (logs.ContextFilter).
+    with logs.connection_scope():
+        _serve(raw, peer, tls, app, limits, in_flight)
+
+
+def _serve(
+    raw: socket.socket,
+    peer: str,
+    tls: ssl.SSLContext,
+    app: Application,
+    limits: Limits,
+    in_flight: InFlight,
+) -> None:
     raw.settimeout(limits.read_timeout)
     try:
         conn = tls.wrap_socket(raw, server_side=True)
@@ -108,7 +122,7 @@ def serve_connection(
                 return
             body = _recv_exact(conn, length, deadline)
             conn.settimeout(limits.read_timeout)
-            with in_flight:
+            with in_flight, logs.request_scope():
                 try:
                     response = session.handle(header + body)
                 except ttlv.TtlvError as exc:

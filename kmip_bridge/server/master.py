@@ -23,6 +23,8 @@ from .worker import run_worker
 log = logging.getLogger("kmip_bridge.server")
 
 READY_TIMEOUT = 120.0
+# A replacement worker that cannot start is tried again after 1, 2, 4 … 30 s.
+RESPAWN_BACKOFF, RESPAWN_BACKOFF_MAX = 1.0, 30.0
 
 
 @dataclass(frozen=True)
@@ -123,22 +125,36 @@ def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callab
     port = listener.getsockname()[1]
     log.info("ready", extra={"host": opts.host, "port": port, "workers": n})
     alive.update(workers)
+    missing = 0  # workers that died and are not replaced yet
+    retry_at, backoff = 0.0, RESPAWN_BACKOFF
     while not stopping:
         time.sleep(0.2)
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            break
+            if not missing:
+                break
+            pid, status = 0, 0
         if pid and pid in alive and not stopping:
             alive.discard(pid)
             metrics.worker_died(pid)
             log.error("worker died; replacing it", extra={"worker": pid, "status": status})
+            missing += 1
+        if missing and not stopping and time.monotonic() >= retry_at:
             new_pid, fd = _spawn(listener, tls, factory, opts, per_worker)
-            if _await_ready(fd) == "ok":
+            reason = _await_ready(fd)
+            if reason == "ok":
                 alive.add(new_pid)
+                missing -= 1
+                backoff = RESPAWN_BACKOFF
             else:
-                log.error("replacement worker failed to start")
-                stopping = True
+                # E.g. the database or the token is down right now: the remaining workers keep
+                # serving (their requests fail cleanly meanwhile) and the worker is tried again,
+                # instead of the whole server exiting over a passing outage.
+                log.error("replacement worker failed to start; retrying",
+                          extra={"reason": reason, "retry_in": backoff})
+                retry_at = time.monotonic() + backoff
+                backoff = min(backoff * 2, RESPAWN_BACKOFF_MAX)
     log.info("stopping: draining workers")
     listener.close()
     _terminate(list(alive), opts.drain_timeout + 5.0)

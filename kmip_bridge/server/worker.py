@@ -20,6 +20,7 @@ from .. import metrics
 from .connection import Application, Limits, serve_connection
 
 log = logging.getLogger("kmip_bridge.server")
+FULL_WORKER_GRACE = 0.05  # seconds a worker at its connection limit leaves a new connection to others
 
 
 class InFlightCounter:
@@ -100,21 +101,28 @@ def run_worker(
                 log.error("TLS reload failed; keeping the previous certificates", extra={"error": str(exc)})
         if not sel.select(timeout=0.5):
             continue
+        # Workers race for each connection. A worker at its limit leaves the connection to one with
+        # room for a moment; if it is still waiting after that (every worker full), it is refused.
+        have_slot = slots.acquire(blocking=False) or slots.acquire(timeout=FULL_WORKER_GRACE)
         try:
             sock, addr = listener.accept()
         except (BlockingIOError, InterruptedError):
+            if have_slot:
+                slots.release()
             continue  # another worker took it
         except OSError as exc:
+            if have_slot:
+                slots.release()
             log.warning("accept failed", extra={"error": str(exc)})
             time.sleep(0.05)
             continue
-        sock.setblocking(True)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = f"{addr[0]}:{addr[1]}"
-        if not slots.acquire(blocking=False):
+        if not have_slot:
             log.warning("connection limit reached; refusing", extra={"peer": peer})
             sock.close()
             continue
+        sock.setblocking(True)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         threading.Thread(target=connection, args=(sock, peer), daemon=True).start()
     sel.close()
     listener.close()

@@ -43,6 +43,9 @@ objects = Table(
     Column("ciphertext", LargeBinary),
     Column("wrapped_dek", LargeBinary),
     Column("wrap_nonce", LargeBinary),
+    # Which AADs bind the sealed envelope (keyhsm/envelope.py): 1 for rows older than migration
+    # 0004 (its server default), 2 for what KeyHsm.seal writes today.
+    Column("envelope_format", Integer, nullable=False, default=2),
 )
 Index("ix_objects_owner_type", objects.c.owner, objects.c.object_type)
 Index("ix_objects_kek_label", objects.c.kek_label)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -14,6 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from .models import attributes, objects
+from .writes import GroupCommit, write_lock
 
 
 class StoreError(Exception):
@@ -22,6 +25,11 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError):
     """The database could not be reached or answered with an error."""
+
+    # The connection was found dead (a database restart): the same work may succeed on a new one.
+    connection_lost: bool = False
+    # The database failed, not this statement (busy, unreachable): other writes would fail too.
+    database_wide: bool = False
 
 
 class ConcurrentUpdate(StoreError):
@@ -52,6 +60,9 @@ class ObjectRow:
     ciphertext: bytes | None = None
     wrapped_dek: bytes | None = None
     wrap_nonce: bytes | None = None
+    # The format KeyHsm.seal writes today (keyhsm/envelope.py CURRENT_FORMAT); rows read back
+    # from the database always carry their own.
+    envelope_format: int = 2
 
     @property
     def has_material(self) -> bool:
@@ -77,15 +88,27 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, pool_size: int = 8) -> Engine:
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a request may wait on the database (seconds; database.* in server.yaml)."""
+
+    connect: float = 5.0  # PostgreSQL: establishing a connection
+    statement: float = 0.0  # PostgreSQL: one statement, cancelled by the server; 0: no limit
+    pool: float = 10.0  # a free pooled connection
+    busy: float = 30.0  # SQLite: the busy handler retries this long while another writer holds the lock
+
+
+def make_engine(url: str, pool_size: int = 8, timeouts: Timeouts = Timeouts()) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_timeout=timeouts.pool,
+            connect_args={"check_same_thread": False, "timeout": timeouts.busy},
         )
+        busy_ms = int(timeouts.busy * 1000)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -94,7 +117,7 @@ def make_engine(url: str, pool_size: int = 8) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.close()
 
         return engine
@@ -102,16 +125,40 @@ def make_engine(url: str, pool_size: int = 8) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
-        pool_timeout=10,
-        connect_args={"connect_timeout": 5} if url.startswith("postgresql+psycopg2") else {},
+        # No pre-ping: it cost a round trip per checkout (a quarter of the request time). A dead
+        # connection fails its statement instead; SQLAlchemy then invalidates every pooled
+        # connection opened before it, reads retry once (Store._read) and grouped writes retry
+        # alone (writes.GroupCommit), so a database restart costs at most one failed request.
+        pool_pre_ping=False,
+        pool_timeout=timeouts.pool,
+        connect_args=_pg_args(timeouts) if url.startswith("postgresql+psycopg2") else {},
     )
 
 
+def _pg_args(timeouts: Timeouts) -> dict[str, object]:
+    args: dict[str, object] = {
+        "connect_timeout": max(1, round(timeouts.connect)),  # libpq takes whole seconds
+        # A server that vanished without closing the socket (host down, partition) would leave a
+        # statement waiting forever: keepalives notice an idle peer, tcp_user_timeout one that
+        # stopped acknowledging what we sent.
+        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    }
+    if timeouts.statement > 0:
+        ms = int(timeouts.statement * 1000)
+        args["options"] = f"-c statement_timeout={ms}"
+        args["tcp_user_timeout"] = ms
+    return args
+
+
 class Store:
-    def __init__(self, url: str, pool_size: int = 8) -> None:
+    def __init__(self, url: str, pool_size: int = 8, timeouts: Timeouts = Timeouts()) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size)
+        self.engine = make_engine(url, pool_size, timeouts)
+        self._write_lock = write_lock(url)
+        # SQLite: one writer anyway. PostgreSQL: up to half the pool in concurrent transactions.
+        sqlite = self.engine.dialect.name == "sqlite"
+        self._group = GroupCommit(self._begin_write, leaders=1 if sqlite else max(1, pool_size // 2))
+        self._reader = self.engine.connect if sqlite else self._autocommit_reader
 
     def close(self) -> None:
         self.engine.dispose()
@@ -119,10 +166,33 @@ class Store:
     # -- writes ---------------------------------------------------------------------------------
     def insert_object(self, row: ObjectRow, attrs: Sequence[AttrRow]) -> None:
         values = {name: getattr(row, name) for name in _OBJECT_COLUMNS}
+        attr_values = [_attr_values(row.uid, a) for a in attrs]
+
+        def write(conn: Connection) -> None:
+            conn.execute(_INSERT_OBJECT, values)
+            if attr_values:
+                conn.execute(_INSERT_ATTRIBUTES, attr_values)
+
+        self._grouped(write)
+
+    def insert_objects(self, items: Sequence[tuple[ObjectRow, Sequence[AttrRow]]]) -> None:
+        """Many new objects in one transaction and two statements (bulk loads: bench --scale)."""
         with self._begin() as conn:
-            conn.execute(objects.insert(), values)
-            if attrs:
-                conn.execute(attributes.insert(), [_attr_values(row.uid, a) for a in attrs])
+            if conn.dialect.name == "sqlite":
+                # Tuples straight to sqlite3's executemany: SQLAlchemy's per-row parameter
+                # processing cost more than SQLite itself (bench --scale loads 10^6 objects).
+                # A bigger page cache keeps the growing indexes' pages in memory between batches.
+                conn.exec_driver_sql("PRAGMA cache_size=-262144")
+                objs = [tuple(getattr(row, c) for c in _OBJECT_COLUMNS) for row, _ in items]
+                conn.exec_driver_sql(_BULK_OBJECTS, objs)
+                rows = [(row.uid, a.name, a.position, a.value, a.search) for row, attrs in items for a in attrs]
+                if rows:
+                    conn.exec_driver_sql(_BULK_ATTRIBUTES, rows)
+                return
+            conn.execute(_INSERT_OBJECT, [{name: getattr(row, name) for name in _OBJECT_COLUMNS} for row, _ in items])
+            attr_values = [_attr_values(row.uid, a) for row, attrs in items for a in attrs]
+            if attr_values:
+                conn.execute(_INSERT_ATTRIBUTES, attr_values)
 
     def update_object(
         self,
@@ -196,7 +266,9 @@ class Store:
             return []
         query = (
             sa.select(objects)
-            .where(objects.c.kek_label.in_(list(labels)), objects.c.uid > after_uid)
+            # Destroyed objects keep their KEK label but have nothing left to rewrap.
+            .where(objects.c.kek_label.in_(list(labels)), objects.c.ciphertext.is_not(None),
+                   objects.c.uid > after_uid)
             .order_by(objects.c.uid)
             .limit(limit)
         )
@@ -204,27 +276,26 @@ class Store:
             return [ObjectRow(**rec._mapping) for rec in conn.execute(query)]
 
     def mark_served(self, uid: str) -> None:
-        """Clears Fresh. Not versioned: it races with nothing (only ever goes true -> false)."""
-        with self._begin() as conn:
-            conn.execute(
-                objects.update().where(objects.c.uid == uid, objects.c.fresh.is_(True)).values(fresh=False)
-            )
+        """Clears Fresh, durably, before the caller answers. Not versioned: it races with nothing
+        (only ever goes true -> false). Grouped with concurrent writes (writes.GroupCommit)."""
+        self._grouped(lambda conn: conn.execute(_MARK_SERVED, {"b_uid": uid}))
 
     # -- reads ----------------------------------------------------------------------------------
-    def load_object(self, uid: str) -> ObjectRow | None:
-        with self._connect() as conn:
-            rec = conn.execute(sa.select(objects).where(objects.c.uid == uid)).first()
+    def load_object(self, uid: str, for_update: bool = False) -> ObjectRow | None:
+        """``for_update`` inside a unit of work: the row stays locked until it ends, so a
+        read-modify-write of one object waits for (rather than races and loses to) another
+        node's (PostgreSQL row lock; SQLite's unit of work already holds its one write lock)."""
+        query = _LOAD_OBJECT_FOR_UPDATE if for_update and _TX.get() is not None else _LOAD_OBJECT
+        rec = self._read(lambda conn: conn.execute(query, {"b_uid": uid}).first())
         return ObjectRow(**rec._mapping) if rec is not None else None
 
     def load_attributes(self, uid: str, names: Sequence[str] | None = None) -> list[AttrRow]:
-        query = sa.select(
-            attributes.c.name, attributes.c.value, attributes.c.position, attributes.c.search
-        ).where(attributes.c.uid == uid)
         if names:
-            query = query.where(attributes.c.name.in_(list(names)))
-        query = query.order_by(attributes.c.id)
-        with self._connect() as conn:
-            return [AttrRow(r.name, r.value, r.position, r.search) for r in conn.execute(query)]
+            query, params = _LOAD_NAMED_ATTRIBUTES, {"b_uid": uid, "b_names": list(names)}
+        else:
+            query, params = _LOAD_ATTRIBUTES, {"b_uid": uid}
+        rows = self._read(lambda conn: conn.execute(query, params).all())
+        return [AttrRow(r.name, r.value, r.position, r.search) for r in rows]
 
     def locate(
         self,
@@ -275,11 +346,18 @@ class Store:
         for name, search in attribute_filters:
             if isinstance(search, tuple):  # an inclusive range of a numeric (date) attribute
                 match = sa.cast(attributes.c.search, sa.BigInteger).between(*search)
+                query = query.where(
+                    sa.exists().where(attributes.c.uid == objects.c.uid, attributes.c.name == name, match)
+                )
             else:
-                match = attributes.c.search == search
-            query = query.where(
-                sa.exists().where(attributes.c.uid == objects.c.uid, attributes.c.name == name, match)
-            )
+                # IN, not a correlated EXISTS: SQLite then starts from ix_attributes_name_search
+                # and looks the few matches up by primary key; EXISTS scanned every object
+                # (EXPLAIN QUERY PLAN: SCAN objects), which 1,000,000 objects made take seconds.
+                query = query.where(
+                    objects.c.uid.in_(
+                        sa.select(attributes.c.uid).where(attributes.c.name == name, attributes.c.search == search)
+                    )
+                )
         query = query.order_by(objects.c.created_at.desc(), objects.c.uid).offset(offset)
         if limit is not None:
             query = query.limit(limit)
@@ -287,9 +365,10 @@ class Store:
             return [LocatedRow(r.uid, r.owner, r.object_type, r.policy) for r in conn.execute(query)]
 
     def count_by_kek(self) -> dict[str, int]:
+        """Objects with material (not destroyed), by the KEK label that seals them."""
         query = (
             sa.select(objects.c.kek_label, sa.func.count())
-            .where(objects.c.kek_label.is_not(None))
+            .where(objects.c.kek_label.is_not(None), objects.c.ciphertext.is_not(None))  # not destroyed
             .group_by(objects.c.kek_label)
         )
         with self._connect() as conn:
@@ -298,6 +377,28 @@ class Store:
     def ping(self) -> None:
         with self._connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+    def in_unit_of_work(self) -> bool:
+        """Whether this thread runs inside ``unit_of_work`` (a retry must then restart the
+        whole unit, not one statement of it)."""
+        return _TX.get() is not None
+
+    def serialize(self, key: str) -> None:
+        """Inside ``unit_of_work``: units that serialize on the same ``key`` run one after the
+        other, on every node sharing the database, until the holder commits — for check-then-write
+        rules that no single row's version guards (a Name unique across objects)."""
+        conn = _TX.get()
+        if conn is None:
+            raise RuntimeError("Store.serialize needs a unit_of_work")
+        with self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                digest = hashlib.sha256(key.encode()).digest()
+                lock_id = int.from_bytes(digest[:8], "big", signed=True)
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+            else:
+                # SQLite has one writer at a time: a write (of nothing) takes that lock now, so the
+                # unit's reads after it see every committed change and no other writer runs.
+                conn.execute(objects.update().where(sa.false()).values(row_version=objects.c.row_version))
 
     @contextmanager
     def unit_of_work(self) -> Iterator[None]:
@@ -313,18 +414,140 @@ class Store:
             finally:
                 _TX.reset(token)
 
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Runs the reads inside the block on one pooled connection (one checkout, not one per
+        read). Writes inside it still commit on their own."""
+        if _TX.get() is not None or _READ.get() is not None:
+            yield
+            return
+        pinned = _Pinned(self._reader)
+        token = _READ.set(pinned)
+        try:
+            yield
+        finally:
+            _READ.reset(token)
+            pinned.drop()
+
     # -- plumbing -------------------------------------------------------------------------------
     def _connect(self):  # type: ignore[no-untyped-def]
-        conn = _TX.get()
-        return nullcontext(conn) if conn is not None else _Guard(self.engine.connect)
+        conn, pinned = _TX.get(), _READ.get()
+        if conn is not None:
+            return nullcontext(conn)
+        if pinned is not None:
+            return _Guard(lambda: nullcontext(pinned.get()))
+        return _Guard(self._reader)
 
     def _begin(self):  # type: ignore[no-untyped-def]
         conn = _TX.get()
-        return nullcontext(conn) if conn is not None else _Guard(self.engine.begin)
+        return nullcontext(conn) if conn is not None else self._begin_write()
+
+    @contextmanager
+    def _autocommit_reader(self) -> Iterator[Connection]:
+        """A PostgreSQL connection for reads outside a transaction, in driver autocommit: else
+        psycopg2 sends BEGIN before the first SELECT and a ROLLBACK at the end, two round trips
+        per checkout for nothing (each statement sees committed data either way). Set on the
+        driver, not through SQLAlchemy's isolation_level option, whose reset at check-in costs a
+        round trip of its own (SET default_transaction_isolation). pysqlite never opens a
+        transaction for a SELECT, so SQLite reads need none of this."""
+        with self.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            driver.autocommit = True  # type: ignore[union-attr]
+            try:
+                yield conn
+            finally:
+                if not driver.closed:  # type: ignore[union-attr]
+                    driver.autocommit = False  # type: ignore[union-attr]
+
+    @contextmanager
+    def _begin_write(self) -> Iterator[Connection]:
+        """A new write transaction, behind the database's write lock (writes.write_lock)."""
+        with self._write_lock(), _Guard(self.engine.begin) as conn:
+            yield conn
+
+    def _grouped(self, write: Callable[[Connection], object]) -> None:
+        """Inside a unit of work: part of it. Otherwise: committed with concurrent writes."""
+        conn = _TX.get()
+        if conn is not None:
+            write(conn)
+        else:
+            self._group.run(write)
+
+    def _read(self, query: Callable[[Connection], _R]) -> _R:
+        """Runs a read; on a pooled connection the database dropped (a restart), once more on a
+        new one: reads are safe to repeat, and without pool pre-ping this is where it shows."""
+        tx, pinned = _TX.get(), _READ.get()
+        if tx is not None:  # a transaction cannot be repeated halfway: no retry
+            with _Guard(lambda: nullcontext(tx)):
+                return query(tx)
+        for attempt in (1, 2):
+            try:
+                if pinned is not None:
+                    return query(pinned.get())
+                with self._reader() as conn:
+                    return query(conn)
+            except DBAPIError as exc:
+                if pinned is not None:
+                    pinned.drop()
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise _unavailable(exc) from None
+        raise AssertionError("unreachable")
 
 
-# The connection of an open unit of work; a ContextVar is private to each thread.
+class _Pinned:
+    """The connection of a reading() block, checked out at its first read."""
+
+    def __init__(self, opener: Callable[[], AbstractContextManager[Connection]]) -> None:
+        self._opener = opener
+        self._cm: AbstractContextManager[Connection] | None = None
+        self._conn: Connection | None = None
+
+    def get(self) -> Connection:
+        if self._conn is None:
+            cm = self._opener()
+            self._conn = cm.__enter__()
+            self._cm = cm
+        return self._conn
+
+    def drop(self) -> None:
+        cm, self._cm, self._conn = self._cm, None, None
+        if cm is not None:
+            try:
+                cm.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001
+                # Already invalidated: the pool discards it. Resetting a connection the database
+                # dropped fails on check-in with the driver's own error (psycopg2.OperationalError,
+                # not wrapped by SQLAlchemy; seen in the soak), and the reads have succeeded.
+                pass
+
+
+# The connection of an open unit of work / of a reading() block; a ContextVar is private to each
+# thread.
 _TX: ContextVar[Connection | None] = ContextVar("kmip_bridge_store_tx", default=None)
+_READ: ContextVar[_Pinned | None] = ContextVar("kmip_bridge_store_read", default=None)
+_R = TypeVar("_R")
+
+# The hot statements, built once (building a statement cost more than running it on SQLite).
+_INSERT_OBJECT = objects.insert()
+_INSERT_ATTRIBUTES = attributes.insert()
+_BULK_OBJECTS = f"INSERT INTO objects ({', '.join(_OBJECT_COLUMNS)}) VALUES ({', '.join('?' * len(_OBJECT_COLUMNS))})"
+_BULK_ATTRIBUTES = "INSERT INTO attributes (uid, name, position, value, search) VALUES (?, ?, ?, ?, ?)"
+_MARK_SERVED = (
+    objects.update()
+    .where(objects.c.uid == sa.bindparam("b_uid"), objects.c.fresh.is_(True))
+    .values(fresh=False)
+)
+_LOAD_OBJECT = sa.select(objects).where(objects.c.uid == sa.bindparam("b_uid"))
+_LOAD_OBJECT_FOR_UPDATE = _LOAD_OBJECT.with_for_update()
+_LOAD_ATTRIBUTES = (
+    sa.select(attributes.c.name, attributes.c.value, attributes.c.position, attributes.c.search)
+    .where(attributes.c.uid == sa.bindparam("b_uid"))
+    .order_by(attributes.c.id)
+)
+_LOAD_NAMED_ATTRIBUTES = _LOAD_ATTRIBUTES.where(
+    attributes.c.name.in_(sa.bindparam("b_names", expanding=True))
+)
 
 
 class _Guard:
@@ -340,21 +563,33 @@ class _Guard:
             self._cm = self._opener()
             return self._cm.__enter__()
         except (OperationalError, DBAPIError) as exc:
-            raise StoreUnavailable(_describe(exc)) from None
+            raise _unavailable(exc) from None
 
     def __exit__(self, exc_type, exc, tb):  # type: ignore[no-untyped-def]
         try:
             suppress = self._cm.__exit__(exc_type, exc, tb)  # type: ignore[union-attr]
         except (OperationalError, DBAPIError) as err:
-            raise StoreUnavailable(_describe(err)) from None
+            raise _unavailable(err) from None
         if isinstance(exc, (OperationalError, DBAPIError)):
-            raise StoreUnavailable(_describe(exc)) from None
+            raise _unavailable(exc) from None
         return suppress
+
+
+def _unavailable(exc: DBAPIError) -> StoreUnavailable:
+    error = StoreUnavailable(_describe(exc))
+    error.connection_lost = bool(getattr(exc, "connection_invalidated", False))
+    error.database_wide = isinstance(exc, OperationalError)
+    return error
 
 
 def _describe(exc: DBAPIError) -> str:
     orig = getattr(exc, "orig", None)
     kind = type(orig).__name__ if orig is not None else type(exc).__name__
+    # Only the driver's class and fixed phrases: its message may quote SQL or values.
+    if kind == "QueryCanceled":
+        return "database unavailable: a statement exceeded database.statement_timeout (QueryCanceled)"
+    if "locked" in str(orig) or "busy" in str(orig):
+        return f"database busy: another writer held the lock past database.busy_timeout ({kind})"
     return f"database unavailable ({kind})"
 
 

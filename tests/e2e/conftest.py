@@ -257,3 +257,29 @@ def server(instance: Instance) -> Iterator[Server]:
     yield srv
     code = srv.stop()
     assert code == 0, "server did not exit cleanly on SIGTERM:\n" + "".join(srv.log[-20:])
+
+
+def start_node(instance: Instance, port: int) -> Server:
+    """Another node of an already started instance: the same config (token, KEK, database), its
+    own port (``serve --port``). Client configs keep the first node's port: connect by port."""
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--config", str(instance.config), "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    server = Server(instance.config, port, proc)
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            server.log.append(line)
+            if '"msg": "ready"' in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 90
+    while not ready.wait(0.1):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise AssertionError("node did not start:\n" + "".join(server.log[-30:]))
+    return server

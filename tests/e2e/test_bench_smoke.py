@@ -98,3 +98,52 @@ def test_compare_with_stock_pykmip(tmp_path: Path) -> None:
     for r in (ours, stock):
         _check(r, {"create", "get", "locate", "register"})
     assert ours["ratio_vs_stock"] > 0
+
+
+def test_scale_measures_get_and_locate_at_each_size(tmp_path: Path) -> None:
+    """--scale bulk-loads the instance (sealed through the Key HSM, inserted through the store)
+    and measures Get and Locate by Name at each size; Locate's plan starts from the index."""
+    data = _bench(tmp_path, "--scale", "20,200")
+    small, big = data["results"]
+    assert (small["scale"]["objects"], big["scale"]["objects"]) == (20, 200)
+    assert big["scale"]["database_bytes"] > small["scale"]["database_bytes"]  # the load went in
+    for r in (small, big):
+        _check(r, {"get", "locate"})
+        assert r["scale"]["sampled"] == 8 and r["scale"]["database_bytes"] > 0
+        locate_plan = " ".join(r["scale"]["plans"]["locate"])
+        assert "ix_attributes_name_search" in locate_plan and "SCAN objects" not in locate_plan
+        assert "SCAN objects" not in " ".join(r["scale"]["plans"]["get"])
+
+
+def test_idle_connections_stay_open_and_answer(tmp_path: Path) -> None:
+    data = _bench(tmp_path, "--idle-connections", "60")
+    (result,) = data["results"]
+    _check(result, {"create", "get"})
+    idle = result["idle"]
+    assert (idle["opened"], idle["answered_after"], idle["errors"]) == (60, 60, {})
+    rss = result["server_rss_mb"]
+    assert 0 < rss["before_idle"] and 0 < rss["idle_open"] and 0 < rss["end"]
+
+
+def test_keyhsm_socket_mode_beside_inprocess(tmp_path: Path) -> None:
+    data = _bench(tmp_path, "--keyhsm-mode", "both")
+    inproc, sock = data["results"]
+    assert (inproc["config"]["keyhsm_mode"], sock["config"]["keyhsm_mode"]) == ("inprocess", "socket")
+    assert sock["target"] == "kmip-bridge-socket"
+    for r in (inproc, sock):
+        _check(r, {"create", "get"})
+    # the Key HSM service's process is counted with the server's
+    assert sock["server"]["processes"] == inproc["server"]["processes"] + 1
+
+
+def test_keyhsm_cost_per_seal_and_open(tmp_path: Path) -> None:
+    """The one-thread comparison of KeyHsm and RemoteKeyHsm runs, round-trips its material, cleans up."""
+    done = subprocess.run(
+        [sys.executable, "-m", "kmip_bridge.bench.keyhsm_cost", "--calls", "20", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| inprocess |", "| socket |"))]
+    assert len(rows) == 2
+    assert "socket mode adds" in done.stdout
+    assert not list(tmp_path.iterdir()), "temporary instance left behind"

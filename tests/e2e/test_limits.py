@@ -198,6 +198,26 @@ def test_connection_limit(instance: Instance) -> None:
         assert srv.stop() == 0, "".join(srv.log[-20:])
 
 
+def test_connection_limit_is_shared_by_workers(instance: Instance) -> None:
+    """Two workers with two slots each serve four clients, whichever worker wins each accept race;
+    only a fifth connection, with every worker full, is refused."""
+    srv = instance.start(**{**DEFAULTS, "workers": 2, "max_connections": 4})
+    conns = []
+    try:
+        for _ in range(4):
+            c = _connect(srv, instance)
+            conns.append(c)
+            assert _statuses(c.call(request([(Operation.QUERY.value, None)]))) == [ResultStatus.SUCCESS.value]
+        with pytest.raises((ssl.SSLError, OSError, ConnectionError)):
+            with _connect(srv, instance, timeout=10) as fifth:
+                fifth.call(request([(Operation.QUERY.value, None)]))
+        assert srv.saw("connection limit reached")
+    finally:
+        for c in conns:
+            c.close()
+        assert srv.stop() == 0, "".join(srv.log[-20:])
+
+
 def _create_payload() -> Item:
     return ttlv.struct_(T.REQUEST_PAYLOAD, [
         ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY),

@@ -13,7 +13,7 @@ from kmip.core import enums
 from kmip.pie.client import ProxyKmipClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Instance, Server, free_port, make_instance
+from .conftest import Instance, Server, free_port, make_instance, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ def metrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     instance: Instance = make_instance(tmp_path_factory.mktemp("metrics"), None)
     port = free_port()
     cfg = yaml.safe_load(instance.config.read_text())
-    cfg["metrics"] = {"enabled": True, "port": port}
+    cfg["metrics"] = {"enabled": True, "port": port, "kek_stats_seconds": 0.5}
     instance.config.write_text(yaml.safe_dump(cfg))
     srv = instance.start()
     yield srv, f"http://127.0.0.1:{port}"
@@ -87,3 +87,57 @@ def test_healthz_and_readyz(metrics_server: tuple[Server, str]) -> None:
     assert _get(base + "/nope")[0] == 404
     ready = [v for (name, _), v in _samples(base).items() if name == "kmip_bridge_worker_ready"]
     assert ready == [1.0, 1.0]
+
+
+def _wait_for(base: str, want: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict:  # type: ignore[type-arg]
+    """The samples once every ``want`` value shows (workers refresh KEK counts periodically)."""
+    deadline = time.monotonic() + 20
+    while True:
+        s = _samples(base)
+        if all(s.get(k) == v for k, v in want.items()) or time.monotonic() > deadline:
+            return s
+        time.sleep(0.2)
+
+
+def test_token_and_database_latency_and_kek_versions(metrics_server: tuple[Server, str]) -> None:
+    server, base = metrics_server
+    before = _samples(base)
+
+    def count(s: dict, name: str, label: tuple[str, str]) -> float:  # type: ignore[type-arg]
+        return s.get((name, (label,)), 0.0)
+
+    with ProxyKmipClient(config="admin", config_file=str(server.client_conf())) as c:
+        uids = [c.create(enums.CryptographicAlgorithm.AES, 256) for _ in range(3)]
+        for uid in uids:
+            c.get(uid)
+    s = _samples(base)
+    keyhsm = "kmip_bridge_keyhsm_call_duration_seconds_count"
+    assert count(s, keyhsm, ("call", "seal")) - count(before, keyhsm, ("call", "seal")) == 3
+    assert count(s, keyhsm, ("call", "open")) - count(before, keyhsm, ("call", "open")) == 3
+    # Database and token round trips, from the workers' readiness probes (every 2 s).
+    probe = "kmip_bridge_probe_duration_seconds_count"
+    s = _samples(base)
+    deadline = time.monotonic() + 20
+    while count(s, probe, ("target", "database")) <= count(before, probe, ("target", "database")):
+        assert time.monotonic() < deadline, "no database probe recorded"
+        time.sleep(0.5)
+        s = _samples(base)
+    assert count(s, probe, ("target", "keyhsm")) > 0
+    assert s[("kmip_bridge_probe_duration_seconds_sum", (("target", "database"),))] > 0
+
+    # KEK versions in use: the current one, and objects per version — also after a rotation.
+    # Every object this server made (other tests of this module made some too).
+    total = s[("kmip_bridge_requests_total", (("operation", "CREATE"), ("result", "success")))]
+    s = _wait_for(base, {("kmip_bridge_kek_objects", (("kek", "default-v1"),)): total})
+    assert s[("kmip_bridge_kek_objects", (("kek", "default-v1"),))] == total
+    assert s[("kmip_bridge_kek_current", (("kek", "default-v1"),))] == 1
+    run_cli("keyhsm", "rotate", "--config", str(server.config))
+    with ProxyKmipClient(config="admin", config_file=str(server.client_conf())) as c:
+        c.create(enums.CryptographicAlgorithm.AES, 256)
+    s = _wait_for(base, {("kmip_bridge_kek_current", (("kek", "default-v2"),)): 1,
+                         ("kmip_bridge_kek_current", (("kek", "default-v1"),)): 0,
+                         ("kmip_bridge_kek_objects", (("kek", "default-v2"),)): 1})
+    assert s[("kmip_bridge_kek_current", (("kek", "default-v2"),))] == 1
+    assert s[("kmip_bridge_kek_current", (("kek", "default-v1"),))] == 0
+    assert s[("kmip_bridge_kek_objects", (("kek", "default-v2"),))] == 1
+    assert s[("kmip_bridge_kek_objects", (("kek", "default-v1"),))] == total

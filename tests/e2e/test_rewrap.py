@@ -1,4 +1,6 @@
-"""KEK rotation without loss: rotate, `keyhsm rewrap` online (and resumed after a kill), revoke."""
+"""KEK rotation without loss: rotate, `keyhsm rewrap` online (and resumed after a kill), revoke.
+Rewrap moves only the wrapped DEK of envelope-format-2 rows (the material ciphertext stays byte for
+byte) and re-seals format-1 rows once."""
 
 from __future__ import annotations
 
@@ -8,9 +10,12 @@ import subprocess
 import threading
 
 import pytest
+import sqlalchemy as sa
 from kmip.core import enums
 from kmip.pie import objects
 from kmip.pie.client import ProxyKmipClient
+
+from kmip_bridge.store.store import normalise_url
 
 from .conftest import CLI, Instance, Server, run_cli
 
@@ -26,6 +31,31 @@ def _client(server: Server) -> ProxyKmipClient:
 def _listing(instance: Instance) -> dict[str, list[str]]:
     out = run_cli("keyhsm", "list", "--config", str(instance.config)).stdout.splitlines()
     return {line.split()[0]: line.split()[1:] for line in out}
+
+
+def _current(instance: Instance) -> str:
+    return max(_listing(instance), key=lambda label: int(label.rsplit("-v", 1)[1]))
+
+
+ENVELOPE = ("kek_label", "envelope_format", "nonce", "ciphertext", "wrapped_dek")
+
+
+def _plain(value: object) -> object:
+    return bytes(value) if isinstance(value, memoryview) else value
+
+
+def _envelopes(instance: Instance, uids: list[str]) -> dict[str, dict[str, object]]:
+    """What the database holds for each object: KEK label, envelope format, nonce, ciphertext..."""
+    engine = sa.create_engine(normalise_url(instance.database_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(f"SELECT uid, {', '.join(ENVELOPE)} FROM objects WHERE uid IN :uids")
+                .bindparams(sa.bindparam("uids", expanding=True)), {"uids": uids},
+            )
+            return {r.uid: {c: _plain(getattr(r, c)) for c in ENVELOPE} for r in rows}
+    finally:
+        engine.dispose()
 
 
 def _make_objects(c: ProxyKmipClient, n: int, tag: str) -> dict[str, bytes]:
@@ -78,15 +108,33 @@ def test_rotate_rewrap_online_then_revoke_loses_nothing(server: Server, instance
     c = _client(server)
     try:
         made = _make_objects(c, 300, "a")
+        # Destroyed objects keep their KEK label but have nothing to rewrap: they must not hold
+        # the rewrap (or the count that allows the revoke) back.
+        destroyed = list(made)[:5]
+        for uid in destroyed:
+            c.destroy(uid)
+            del made[uid]
+        before = _envelopes(instance, list(made))
+        assert {e["kek_label"] for e in before.values()} == {"default-v1"}
+        assert {e["envelope_format"] for e in before.values()} == {2}
         assert "default-v2" in run_cli("keyhsm", "rotate", "--config", cfg).stdout
         with Traffic(server) as traffic:
             result = run_cli("keyhsm", "rewrap", "--batch", "25", "--config", cfg)
         assert not traffic.errors, traffic.errors[:5]
         assert len(traffic.made) > 0
-        assert "rewrapped" in result.stdout and "0 left" in result.stdout
+        assert result.returncode == 0
+        assert f"rewrapped {len(made)} objects" in result.stdout and "0 left" in result.stdout
+        assert "re-sealed" not in result.stdout  # format 2: DEKs only
         assert re.search(r"rewrap: \d+/\d+ objects \(.*%\), \d+/s, .*ETA", result.stderr)
         listing = _listing(instance)
         assert listing["default-v1"][-1] == "0"
+        # Only the wrapped DEK moved: material nonce and ciphertext are byte-for-byte the same.
+        after = _envelopes(instance, list(made))
+        for uid, old in before.items():
+            new = after[uid]
+            assert (new["kek_label"], new["envelope_format"]) == ("default-v2", 2)
+            assert (new["nonce"], new["ciphertext"]) == (old["nonce"], old["ciphertext"])
+            assert new["wrapped_dek"] != old["wrapped_dek"]
         run_cli("keyhsm", "revoke", "default-v1", "--config", cfg)
         for uid, value in {**made, **traffic.made}.items():
             assert c.get(uid).value == value
@@ -102,7 +150,7 @@ def test_rewrap_killed_halfway_resumes(server: Server, instance: Instance) -> No
     c = _client(server)
     try:
         made = _make_objects(c, 200, "b")
-        current = max(_listing(instance), key=lambda label: int(label.rsplit("-v", 1)[1]))
+        current = _current(instance)
         run_cli("keyhsm", "rotate", "--config", cfg)
         before = int(_listing(instance)[current][-1])
         assert before >= 200
@@ -124,5 +172,55 @@ def test_rewrap_killed_halfway_resumes(server: Server, instance: Instance) -> No
         for uid, value in made.items():
             assert c.get(uid).value == value
     finally:
+        c.close()
+    assert server.alive()
+
+
+def test_format_1_rows_still_open_and_rewrap_converts_them_once(server: Server, instance: Instance) -> None:
+    """Rows written before envelope format 2 (material bound to the KEK) keep opening; rewrap
+    re-seals them into format 2, after which the old KEK version can go."""
+    from kmip_bridge.app import open_keyhsm
+    from kmip_bridge.config import load
+    from kmip_bridge.operations.objects import _aad_context, sealed_columns, sealed_of
+    from kmip_bridge.store import ObjectRow
+    from tests.legacy_envelope import seal_v1
+
+    cfg = str(instance.config)
+    c = _client(server)
+    hsm = open_keyhsm(load(instance.config))
+    engine = sa.create_engine(normalise_url(instance.database_url))
+    try:
+        made = _make_objects(c, 12, "c")
+        old_label = _current(instance)
+        # Turn them into format-1 rows, as the previous release wrote them (same material).
+        with engine.begin() as conn:
+            for uid in made:
+                row = conn.execute(sa.text("SELECT * FROM objects WHERE uid = :u"), {"u": uid}).one()
+                ctx = _aad_context(row.object_type)
+                # psycopg2 hands bytea over as memoryview through a text query: make it bytes.
+                values = {k: bytes(v) if isinstance(v, memoryview) else v for k, v in row._mapping.items()}
+                plain = hsm.open(uid, sealed_of(ObjectRow(**values)), ctx)
+                legacy = sealed_columns(seal_v1(hsm, uid, plain, ctx))
+                sets = ", ".join(f"{k} = :{k}" for k in legacy)
+                conn.execute(sa.text(f"UPDATE objects SET {sets} WHERE uid = :u"), {**legacy, "u": uid})
+        before = _envelopes(instance, list(made))
+        assert {e["envelope_format"] for e in before.values()} == {1}
+        for uid, value in made.items():  # old rows open as they are
+            assert c.get(uid).value == value
+
+        run_cli("keyhsm", "rotate", "--config", cfg)
+        result = run_cli("keyhsm", "rewrap", "--config", cfg)
+        # Earlier tests' objects move too (DEK only); exactly these twelve are re-sealed.
+        assert f"({len(made)} of envelope format 1 re-sealed)" in result.stdout
+        after = _envelopes(instance, list(made))
+        for uid, old in before.items():
+            assert after[uid]["envelope_format"] == 2 and after[uid]["kek_label"] != old_label
+            assert after[uid]["ciphertext"] != old["ciphertext"]  # re-sealed, once
+        run_cli("keyhsm", "revoke", old_label, "--config", cfg)
+        for uid, value in made.items():
+            assert c.get(uid).value == value
+    finally:
+        engine.dispose()
+        hsm.close()
         c.close()
     assert server.alive()

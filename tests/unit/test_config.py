@@ -33,6 +33,15 @@ def test_defaults_and_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert load(_write(tmp_path, BASE), port=7000).server.port == 7000
 
 
+def test_database_timeouts_survive_relative_sqlite_paths(tmp_path: Path) -> None:
+    cfg = yaml.safe_load(yaml.safe_dump(BASE))
+    cfg["database"].update(busy_timeout=2, statement_timeout=0, pool_size=3)
+    s = load(_write(tmp_path, cfg))
+    assert s.database.url == f"sqlite:///{tmp_path}/data.db"
+    assert (s.database.busy_timeout, s.database.statement_timeout, s.database.pool_size) == (2.0, 0.0, 3)
+    assert s.database.connect_timeout == 5.0 and s.database.pool_timeout == 10.0
+
+
 def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = _write(tmp_path, BASE)
     monkeypatch.setenv("KMIP_BRIDGE_DATABASE_URL", "postgresql://u@h/db")
@@ -55,6 +64,10 @@ def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("server", "max_depth", 1000, "server.max_depth: must be at most 256"),
         ("server", "max_items", "many", "server.max_items: must be an integer"),
         ("server", "read_timeout", 0, "server.read_timeout: must be a positive number"),
+        ("database", "connect_timeout", 0, "database.connect_timeout: must be a positive number of seconds"),
+        ("database", "statement_timeout", -1, "database.statement_timeout: must be 0 (no limit) or a positive"),
+        ("database", "busy_timeout", "long", "database.busy_timeout: must be a number"),
+        ("database", "pool_timeout", 0, "database.pool_timeout: must be a positive number of seconds"),
     ],
 )
 def test_errors_name_key(tmp_path: Path, section: str, key: str, value: object, message: str) -> None:

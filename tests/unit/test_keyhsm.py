@@ -191,6 +191,59 @@ def test_tampering_is_detected(hsm: KeyHsm, kek: str) -> None:
     assert hsm.open("obj", sealed) == b"material" * 4
 
 
+def test_format_2_material_is_bound_to_the_object_and_the_wrap_to_object_and_kek(hsm: KeyHsm, kek: str) -> None:
+    sealed = hsm.seal("obj", b"material", "ctx", kek_name=kek)
+    assert sealed.format == 2
+    info = hsm.current_kek(kek)
+    if info.kind == "rsa-oaep":  # the OAEP plaintext carries the binding after the DEK
+        assert len(sealed.wrapped_dek) == 384
+    # Claiming another KEK label, or downgrading to format 1, fails before or at the tag check.
+    for bad in (dataclasses.replace(sealed, format=1), dataclasses.replace(sealed, format=3),
+                dataclasses.replace(sealed, kek_label=info.name + "-v99")):
+        with pytest.raises((IntegrityError, KekRevoked)):
+            hsm.open("obj", bad, "ctx")
+    other = hsm.seal("other", b"material", "ctx", kek_name=kek)
+    for moved in (dataclasses.replace(other, wrapped_dek=sealed.wrapped_dek, wrap_nonce=sealed.wrap_nonce),
+                  dataclasses.replace(sealed, wrapped_dek=other.wrapped_dek, wrap_nonce=other.wrap_nonce)):
+        with pytest.raises(IntegrityError):
+            hsm.open("other", moved, "ctx")
+        with pytest.raises(IntegrityError):
+            hsm.open("obj", moved, "ctx")
+
+
+@pytest.mark.parametrize("kind", ["aes-kwp", "rsa-oaep"])
+def test_rewrap_moves_only_the_dek_and_converts_format_1_once(hsm: KeyHsm, kind: str) -> None:
+    from tests.legacy_envelope import seal_v1
+
+    name = f"rw{kind[:3]}"
+    hsm.create_kek(name, kind)
+    new_format = hsm.seal("obj-2", b"format 2 material", "ctx", kek_name=name)
+    old_format = seal_v1(hsm, "obj-1", b"format 1 material", "ctx", kek_name=name)
+    assert hsm.open("obj-1", old_format, "ctx") == b"format 1 material"  # old rows keep opening
+    assert hsm.rewrap("obj-2", new_format, "ctx") is new_format  # already current: unchanged
+    hsm.rotate_kek(name)
+
+    moved = hsm.rewrap("obj-2", new_format, "ctx")
+    assert (moved.kek_label, moved.format) == (f"{name}-v2", 2)
+    assert (moved.nonce, moved.ciphertext) == (new_format.nonce, new_format.ciphertext)  # byte for byte
+    assert moved.wrapped_dek != new_format.wrapped_dek
+    converted = hsm.rewrap("obj-1", old_format, "ctx")
+    assert (converted.kek_label, converted.format) == (f"{name}-v2", 2)
+    assert converted.ciphertext != old_format.ciphertext  # re-sealed: new DEK, new nonce
+
+    # A rewrapped DEK stays bound to its object; a record whose parts do not belong together is
+    # refused by rewrap itself, while the old KEK still exists.
+    with pytest.raises(IntegrityError):
+        hsm.open("obj-1", moved, "ctx")
+    with pytest.raises(IntegrityError):
+        hsm.rewrap("obj-2", dataclasses.replace(new_format, ciphertext=_flip(new_format.ciphertext, 0)), "ctx")
+    hsm.revoke_kek(f"{name}-v1")
+    assert hsm.open("obj-2", moved, "ctx") == b"format 2 material"
+    assert hsm.open("obj-1", converted, "ctx") == b"format 1 material"
+    with pytest.raises(KekRevoked):
+        hsm.open("obj-2", new_format, "ctx")
+
+
 def test_kek_objects_are_sensitive_and_not_extractable(hsm: KeyHsm) -> None:
     with hsm._token.session() as ps:
         for label, cls in (("default-v1", ObjectClass.SECRET_KEY), ("rsa-v1", ObjectClass.PRIVATE_KEY)):
@@ -396,6 +449,6 @@ def test_forked_child_initialises_its_own_library(settings: TokenSettings, hsm: 
 
 
 def test_sealed_is_a_plain_record() -> None:
-    s = Sealed("default-v1", "aes-kwp", b"n" * 12, b"c" * 20, b"w" * 48, b"i" * 12)
+    s = Sealed("default-v1", "aes-kwp", b"n" * 12, b"c" * 20, b"w" * 48, b"i" * 12, 2)
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.kek_label = "x"  # type: ignore[misc]

@@ -105,6 +105,24 @@ def test_seal_open_round_trip(remote: RemoteKeyHsm, hsm: KeyHsm, kek: str) -> No
     remote.check()
 
 
+def test_rewrap_through_the_service_keeps_the_ciphertext_and_converts_format_1(
+    remote: RemoteKeyHsm, hsm: KeyHsm
+) -> None:
+    from tests.legacy_envelope import seal_v1
+
+    remote.create_kek("svcrw", "aes-kwp")
+    current = remote.seal("obj-2", b"two", "ctx", kek_name="svcrw")
+    legacy = seal_v1(hsm, "obj-1", b"one", "ctx", kek_name="svcrw")
+    assert remote.open("obj-1", legacy, "ctx") == b"one"  # format 1 crosses the socket too
+    remote.rotate_kek("svcrw")
+    moved = remote.rewrap("obj-2", current, "ctx")
+    assert (moved.kek_label, moved.format, moved.ciphertext) == ("svcrw-v2", 2, current.ciphertext)
+    converted = remote.rewrap("obj-1", legacy, "ctx")
+    assert (converted.kek_label, converted.format) == ("svcrw-v2", 2)
+    remote.revoke_kek("svcrw-v1")
+    assert (remote.open("obj-2", moved, "ctx"), remote.open("obj-1", converted, "ctx")) == (b"two", b"one")
+
+
 def test_large_material_spans_many_reads(remote: RemoteKeyHsm) -> None:
     material = os.urandom(3 * 1024 * 1024 + 17)
     assert remote.open("big", remote.seal("big", material)) == material

@@ -1,0 +1,180 @@
+"""How write transactions reach the database: one writer at a time on SQLite without its busy
+handler, and group commit of the hot writes (new objects, the Fresh flip) on every database.
+
+*SQLite write lock.* SQLite has a single writer. Two writers that collide meet SQLite's busy
+handler, which sleeps 1, 2, 5 … 50, then 100 ms per retry and does not wake when the lock frees:
+under load the lock sits idle while writers sleep (p99 ≈ 328 ms + k * 100 ms in docs/performance.md).
+So our writers queue in the kernel instead: a thread lock (``flock`` does not exclude threads
+sharing one open file) and ``flock`` on ``DB-writelock`` (other processes: the other workers,
+``keyhsm rewrap``). A blocked ``flock`` wakes as soon as the holder releases it. The busy timeout
+stays for writers that are not ours (the ``sqlite3`` shell).
+
+*Group commit.* Concurrent Create and first-Get requests each need a small write and a durable
+commit (an ``fsync``). ``GroupCommit.run`` queues the write; the first waiting thread becomes the
+leader, takes the whole queue and runs it in one transaction; the others wait for it. One commit,
+one lock acquisition and one pool checkout then serve many requests, and each request still
+returns only after its write is durable. If the shared transaction fails, each write is retried
+alone, so one bad write cannot fail the others and every caller gets its own outcome; a write
+that met a connection the database had dropped is retried once on a new one. A failure of the
+database itself (busy past its timeout, unreachable) fails the whole group at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.url import make_url
+
+R = TypeVar("R")
+
+# At most this many writes share one transaction (bounds the lock hold and a retry's cost).
+MAX_GROUP = 64
+
+
+class _FileWriteLock:
+    """A per-process thread lock plus ``flock`` on a lock file next to the database."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._thread_lock = threading.Lock()
+        self._fd = -1
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._thread_lock:
+            if self._fd < 0:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+# One lock per database file per process: two Store objects on one file must exclude each other.
+_LOCKS: dict[str, _FileWriteLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _forget_locks() -> None:
+    # A child must not inherit a thread lock some other thread of the parent held at fork().
+    global _LOCKS_GUARD
+    _LOCKS.clear()
+    _LOCKS_GUARD = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_locks)
+
+
+def write_lock(url: str) -> Callable[[], AbstractContextManager[None]]:
+    """The lock every write transaction on ``url`` takes first (a no-op except for SQLite files)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return nullcontext
+    path = os.path.abspath(parsed.database) + "-writelock"
+    with _LOCKS_GUARD:
+        lock = _LOCKS.setdefault(path, _FileWriteLock(path))
+    return lock.held
+
+
+class _Job(Generic[R]):
+    __slots__ = ("done", "error", "fn", "result")
+
+    def __init__(self, fn: Callable[[Connection], R]) -> None:
+        self.fn = fn
+        self.done = False
+        self.result: R | None = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Runs writes submitted by many threads in shared transactions (leader/follower: no extra
+    thread, and a lone writer commits on its own thread with no hand-off).
+
+    ``leaders``: how many transactions may run at once. SQLite has one writer, so 1; PostgreSQL
+    runs transactions side by side, and a single leader would queue every write behind one
+    connection's round trips, so there it is several (a few connections of the pool)."""
+
+    def __init__(self, begin: Callable[[], AbstractContextManager[Connection]], leaders: int = 1) -> None:
+        self._begin = begin  # opens one write transaction (lock, guard, commit or rollback)
+        self._cond = threading.Condition()
+        self._queue: list[_Job[Any]] = []
+        self._max_leaders = max(1, leaders)
+        self._leaders = 0
+
+    def run(self, fn: Callable[[Connection], R]) -> R:
+        """Runs ``fn(connection)`` inside a write transaction; returns once it is committed."""
+        job: _Job[R] = _Job(fn)
+        with self._cond:
+            self._queue.append(job)
+        while True:
+            with self._cond:
+                while not job.done and (self._leaders >= self._max_leaders or job not in self._queue):
+                    self._cond.wait()
+                if job.done:
+                    break
+                # A free leader's place: this thread leads, taking the oldest MAX_GROUP queued
+                # writes (its own among them: a write another leader took is no longer queued).
+                self._leaders += 1
+                batch, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+            try:
+                self._commit(batch)
+            finally:
+                with self._cond:
+                    for other in batch:
+                        if not other.done:  # only if _commit itself was interrupted
+                            other.error, other.done = RuntimeError("write interrupted"), True
+                    self._leaders -= 1
+                    self._cond.notify_all()
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[return-value]
+
+    def _commit(self, batch: list[_Job[Any]]) -> None:
+        if len(batch) > 1:
+            try:
+                with self._begin() as conn:
+                    results = [job.fn(conn) for job in batch]
+            except Exception as exc:  # noqa: BLE001 - handed over, or each write retried alone
+                if _database_wide(exc):
+                    _fail(batch, exc)
+                    return
+            else:
+                for job, result in zip(batch, results, strict=True):
+                    job.result, job.done = result, True
+                return
+        for job in batch:
+            if job.done:
+                continue
+            for attempt in (1, 2):
+                try:
+                    with self._begin() as conn:
+                        job.result = job.fn(conn)
+                    break
+                except Exception as exc:  # noqa: BLE001 - handed to the thread that submitted it
+                    # A connection the database dropped (restart) is replaced once; the pool has
+                    # already discarded its other connections from before the failure.
+                    if attempt == 2 or not getattr(exc, "connection_lost", False):
+                        job.error = exc
+                        if _database_wide(exc):
+                            _fail(batch, exc)  # the rest would only wait out the same timeout
+                        break
+            job.done = True
+
+
+def _database_wide(exc: BaseException) -> bool:
+    """A failure of the database, not of one write (busy past the timeout, unreachable): every
+    write of the group would meet it again, each after its own timeout."""
+    return bool(getattr(exc, "database_wide", False)) and not getattr(exc, "connection_lost", False)
+
+
+def _fail(batch: list[_Job[Any]], exc: BaseException) -> None:
+    for job in batch:
+        if not job.done:
+            job.error, job.done = exc, True
