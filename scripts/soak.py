@@ -45,13 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     cluster = None
     url = None
     if args.own_postgres:
-        why = pgcluster.unavailable()
-        if why:
-            print(f"soak: cannot run PostgreSQL: {why}", file=sys.stderr)
+        try:
+            cluster, url = pgcluster.start_throwaway(args.own_postgres, "kmip_bridge_soak")
+        except RuntimeError as exc:
+            print(f"soak: cannot run PostgreSQL: {exc}", file=sys.stderr)
             return 2
-        cluster = pgcluster.PgCluster(args.own_postgres).init()
-        cluster.start()
-        url = cluster.create_database("kmip_bridge_soak")
     try:
         config = harness.make_instance(folder / "instance", args.port or free_port(), url, args.workers)
         print(f"instance {config} database {url or 'sqlite'}; server log {folder / 'server.log'}", flush=True)

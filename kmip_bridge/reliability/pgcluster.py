@@ -102,3 +102,14 @@ class PgCluster:
         if self.data.exists():
             self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def start_throwaway(port: int, dbname: str) -> tuple[PgCluster, str]:
+    """A started cluster on ``port`` holding an empty database ``dbname``, and that database's URL.
+    Raises RuntimeError saying why when PostgreSQL's server binaries are not usable here."""
+    why = unavailable()
+    if why:
+        raise RuntimeError(why)
+    cluster = PgCluster(port).init()
+    cluster.start()
+    return cluster, cluster.create_database(dbname)
