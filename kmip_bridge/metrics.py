@@ -69,6 +69,16 @@ class _Instruments:
             "round trip of the readiness probes: database SELECT 1, Key HSM token check",
             ["target"], buckets=BUCKETS,
         )
+        # Writes of Create and first Get (writes.GroupCommit): writes / transactions = group size.
+        self.group_writes = Counter("kmip_bridge_group_commit_writes", "writes committed through group commit")
+        self.group_transactions = Counter(
+            "kmip_bridge_group_commit_transactions", "transactions group commit ran (each one commit)"
+        )
+        # SQLite's single writer (writes.write_lock): held / wall time is how busy the one writer is.
+        self.write_lock = Counter(
+            "kmip_bridge_db_write_lock_seconds", "time write transactions waited for / held the SQLite write lock",
+            ["phase"],
+        )
         # Both read the same database and token, so the most recent report of any worker is right.
         self.kek_objects = Gauge(
             "kmip_bridge_kek_objects", "objects with material sealed under each KEK version (database)",
@@ -128,6 +138,18 @@ def worker_died(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)
+
+
+def group_committed(writes: int) -> None:
+    if _on is not None:
+        _on.group_writes.inc(writes)
+        _on.group_transactions.inc()
+
+
+def write_lock_timed(waited: float, held: float) -> None:
+    if _on is not None:
+        _on.write_lock.labels("wait").inc(waited)
+        _on.write_lock.labels("held").inc(held)
 
 
 # -- Key HSM and database call latency ----------------------------------------------------------------

@@ -132,7 +132,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
             if kind != "all" and lat["count"]:
                 cells = [str(lat["count"])] + [_fmt(lat[k], 2) for k in ("mean", "p50", "p95", "p99", "max")]
                 lines.append(f"| {r['target']} | {kind} | " + " | ".join(cells) + " |")
-    for line in [*ratios(results), *mode_costs(results), *connection_lines(results)]:
+    for line in [*ratios(results), *mode_costs(results), *connection_lines(results), *write_lines(results)]:
         lines.append("")
         lines.append(line)
     lines += scale_table(results)
@@ -194,6 +194,34 @@ def connection_lines(results: list[dict[str, Any]]) -> list[str]:
             size = f" at {r['scale']['objects']:,} objects" if r.get("scale") else ""
             out.append(f"{r['target']}{size}: server RSS (master + workers" + (" + key HSM" if r["config"].get(
                 "keyhsm_mode") == "socket" else "") + "), MiB: " + ", ".join(f"{k} {v}" for k, v in rss.items()))
+    return out
+
+
+def write_block(delta: dict[str, float], seconds: float) -> dict[str, Any]:
+    """Group commit and SQLite write-lock figures over the measured window (--server-metrics)."""
+    writes, transactions = delta["writes"], delta["transactions"]
+    return {
+        "writes_per_s": round(writes / seconds, 1),
+        "commits_per_s": round(transactions / seconds, 1),
+        "writes_per_commit": round(writes / transactions, 2) if transactions else None,
+        # SQLite: the share of the window some worker held the one writer's lock (1.0 = never free)
+        "write_lock_held_share": round(delta["lock_held_s"] / seconds, 3),
+        "write_lock_held_ms_per_commit": round(delta["lock_held_s"] / transactions * 1e3, 2) if transactions else None,
+        "write_lock_wait_s": round(delta["lock_wait_s"], 2),
+    }
+
+
+def write_lines(results: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in results:
+        w = r.get("db_writes")
+        if w:
+            line = (f"{r['target']}: {w['writes_per_s']} writes/s in {w['commits_per_s']} commits/s "
+                    f"({w['writes_per_commit']} writes per commit)")
+            if w["write_lock_held_share"]:
+                line += (f"; SQLite write lock held {w['write_lock_held_share']:.0%} of the measured time, "
+                         f"{w['write_lock_held_ms_per_commit']} ms per commit")
+            out.append(line)
     return out
 
 

@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idle-connections", type=int, default=0, metavar="N",
                    help="hold N idle mutual-TLS connections open through the run; each must answer afterwards")
     p.add_argument("--max-connections", type=int, help="our server's server.max_connections (default: its config)")
+    p.add_argument("--server-metrics", action="store_true",
+                   help="turn on our server's /metrics and report writes per commit and how busy SQLite's "
+                        "write lock was over the measured window (adds the metrics' own cost)")
     p.add_argument("--scale", metavar="SIZES",
                    help="e.g. 1000,1000000: bulk-load each number of objects in turn and measure get-locate "
                         "at each size (--warm-keys sampled objects)")
@@ -152,14 +155,15 @@ def _drive(args: argparse.Namespace, target: Target, specs: list[ProcessSpec], r
             conn.send(("go", start, warm_end, end))
         _sleep_until(warm_end)
         pids, db_pids = target.pids(), target.database_pids()
-        cpu0, db0, m0 = cpu_seconds(pids), cpu_seconds(db_pids), machine_cpu()
+        counters = getattr(target, "write_counters", lambda: None)
+        cpu0, db0, m0, w0 = cpu_seconds(pids), cpu_seconds(db_pids), machine_cpu(), counters()
         spies = []
         if args.py_spy:
             spies = profile.start(
                 pids, args.duration, args.py_spy / target.label, args.py_spy_native, args.py_spy_idle
             )
         _sleep_until(end)
-        cpu1, db1, m1 = cpu_seconds(pids), cpu_seconds(db_pids), machine_cpu()
+        cpu1, db1, m1, w1 = cpu_seconds(pids), cpu_seconds(db_pids), machine_cpu(), counters()
         if pids:
             rss["end"] = round(rss_bytes(target.pids()) / 2**20, 1)
         parts = [_recv(conn, args.duration + 60, "results") for _, conn in procs]
@@ -189,6 +193,8 @@ def _drive(args: argparse.Namespace, target: Target, specs: list[ProcessSpec], r
     if pids and busy - ours > 0.15 * args.duration:
         print(f"{target.label}: warning: other processes used {(busy - ours) / args.duration:.2f} cores "
               "during the measurement; the numbers are disturbed", file=sys.stderr)
+    if w0 is not None and w1 is not None:
+        result["db_writes"] = report.write_block({k: w1[k] - w0[k] for k in w0}, args.duration)
     if args.workload == "create-get":
         result["pairs_per_s"] = round(result["ops_by_kind"].get("get", 0) / args.duration, 1)
     result["tls"] = " ".join(infos[0]["tls"])
@@ -276,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 folder = base / ("kmip-bridge" if mode == "inprocess" else "kb-socket")
                 targets.append(OurServer(folder, args.database, args.kek_kind, args.server_workers, mode,
-                                         args.max_connections))
+                                         args.max_connections, args.server_metrics))
     if args.compare or args.stock_only:
         targets.append(StockServer(base / "pykmip", args.stock_logging_level))
     if args.idle_connections:

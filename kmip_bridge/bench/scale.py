@@ -37,8 +37,8 @@ def parse_sizes(text: str) -> list[int]:
 
 
 def explain(config_path: Path, uid: str, name: str) -> dict[str, list[str]]:
-    """The database's plan for the statements that Store.load_object (Get) and Store.locate
-    (Locate by Name, admin scope) issue, captured as they run."""
+    """The database's plan for the statements that Store.load_object (Get: its SQL on the driver
+    cursor, Store.hot) and Store.locate (Locate by Name, admin scope, captured as it runs) issue."""
     store = Store(config.load(config_path).database.url)
     seen: list[tuple[str, Any]] = []
 
@@ -48,8 +48,10 @@ def explain(config_path: Path, uid: str, name: str) -> dict[str, list[str]]:
     event.listen(store.engine, "before_cursor_execute", capture)
     plans: dict[str, list[str]] = {}
     try:
+        if store.load_object(uid) is None:
+            raise RuntimeError(f"the sampled object {uid} is not in the database")
         for label, call in (
-            ("get", lambda: store.load_object(uid)),
+            ("get", lambda: seen.append((store.hot.load_object, (uid,)))),
             ("locate", lambda: store.locate(owner=None, other_types=None, attribute_filters=[("Name", name)],
                                             exclude_states=_DESTROYED)),
         ):

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -153,7 +154,8 @@ class OurServer:
     """
 
     def __init__(self, workdir: Path, database: str, kek_kind: str, workers: int | None,
-                 keyhsm_mode: str = "inprocess", max_connections: int | None = None) -> None:
+                 keyhsm_mode: str = "inprocess", max_connections: int | None = None,
+                 metrics: bool = False) -> None:
         self.dir = workdir
         self.database = database
         self.kek_kind = kek_kind
@@ -168,6 +170,7 @@ class OurServer:
         self.keyhsm_log = workdir / "keyhsm.log"
         self.port = 0
         self.socket_dir: Path | None = None
+        self.metrics_port = free_port() if metrics else 0
 
     @property
     def config(self) -> Path:
@@ -193,6 +196,8 @@ class OurServer:
         if self.max_connections is not None:
             cfg["server"]["max_connections"] = self.max_connections
         cfg["keyhsm"]["mode"] = self.keyhsm_mode
+        if self.metrics_port:
+            cfg["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": self.metrics_port}
         if self.keyhsm_mode == "socket":
             # a short path of its own (0700 folder): a Unix socket path has at most 107 bytes
             self.socket_dir = Path(tempfile.mkdtemp(prefix="kb-"))
@@ -230,7 +235,27 @@ class OurServer:
 
     def describe(self) -> dict[str, object]:
         return {"database": self.database, "kek_kind": self.kek_kind, "workers": self.workers or os.cpu_count(),
-                "keyhsm_mode": self.keyhsm_mode}
+                "keyhsm_mode": self.keyhsm_mode, "metrics": bool(self.metrics_port)}
+
+    def write_counters(self) -> dict[str, float] | None:
+        """With metrics on: group commit's writes and transactions, and the seconds write
+        transactions waited for / held SQLite's write lock, summed over the workers so far."""
+        if not self.metrics_port:
+            return None
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        wanted = {"kmip_bridge_group_commit_writes_total": "writes",
+                  "kmip_bridge_group_commit_transactions_total": "transactions"}
+        out = dict.fromkeys(("writes", "transactions", "lock_wait_s", "lock_held_s"), 0.0)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in wanted:
+                    out[wanted[sample.name]] += sample.value
+                elif sample.name == "kmip_bridge_db_write_lock_seconds_total":
+                    out[f"lock_{sample.labels['phase']}_s"] += sample.value
+        return out
 
     def halt(self) -> None:
         """Stops the server (and the Key HSM service); the instance and its database stay."""

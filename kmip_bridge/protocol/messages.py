@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from kmip.core.enums import BatchErrorContinuationOption, ResultReason, ResultStatus
 from kmip.core.enums import Tags as T
@@ -13,6 +14,13 @@ from .errors import KmipError
 from .ttlv import Item, Type
 
 Version = tuple[int, int]
+
+# Plain-attribute copies of the tag numbers, the types and one enum value: ``T.X.value`` and
+# ``Type.X`` are slow enum lookups (a metaclass attribute plus a property call), and these are
+# read for every message. Builders given int tags skip converting them too.
+_T = SimpleNamespace(**{name: tag.value for name, tag in T.__members__.items()})
+_TYPE = SimpleNamespace(**dict(Type.__members__))
+_STOP: int = BatchErrorContinuationOption.STOP.value
 
 SUPPORTED_VERSIONS: tuple[Version, ...] = ((2, 1), (2, 0), (1, 4), (1, 3), (1, 2), (1, 1), (1, 0))
 
@@ -28,7 +36,7 @@ class BatchItem:
 class Request:
     version: Version
     batch_items: list[BatchItem]
-    batch_error_option: int = BatchErrorContinuationOption.STOP.value
+    batch_error_option: int = _STOP
     client_correlation_value: str | None = None
     server_correlation_value: str | None = None
     maximum_response_size: int | None = None
@@ -70,13 +78,13 @@ def _invalid(message: str) -> KmipError:
 
 
 def _version_of(header: Item) -> Version:
-    pv = header.get(T.PROTOCOL_VERSION.value)
-    if pv is None or pv.type != Type.STRUCTURE:
+    pv = header.get(_T.PROTOCOL_VERSION)
+    if pv is None or pv.type != _TYPE.STRUCTURE:
         raise _invalid("request header has no Protocol Version")
-    major = pv.get(T.PROTOCOL_VERSION_MAJOR.value)
-    minor = pv.get(T.PROTOCOL_VERSION_MINOR.value)
+    major = pv.get(_T.PROTOCOL_VERSION_MAJOR)
+    minor = pv.get(_T.PROTOCOL_VERSION_MINOR)
     # Integer type only: the version is echoed in the response, which encodes it as an Integer.
-    if major is None or minor is None or major.type != Type.INTEGER or minor.type != Type.INTEGER:
+    if major is None or minor is None or major.type != _TYPE.INTEGER or minor.type != _TYPE.INTEGER:
         raise _invalid("Protocol Version needs integer major and minor parts")
     return (major.value, minor.value)  # type: ignore[return-value]
 
@@ -84,7 +92,7 @@ def _version_of(header: Item) -> Version:
 def peek_version(message: Item) -> Version | None:
     """Best-effort protocol version of a (possibly broken) request, for the error response."""
     try:
-        header = message.get(T.REQUEST_HEADER.value)
+        header = message.get(_T.REQUEST_HEADER)
         return _version_of(header) if header is not None else None
     except (KmipError, TypeError, AttributeError):
         return None
@@ -93,45 +101,45 @@ def peek_version(message: Item) -> Version | None:
 def parse_request(message: Item, max_batch_items: int | None = None) -> Request:
     """Raises KmipError (Invalid Message) for a malformed request, or one holding more than
     ``max_batch_items`` batch items (checked before any item is looked at)."""
-    if message.tag != T.REQUEST_MESSAGE.value or message.type != Type.STRUCTURE:
+    if message.tag != _T.REQUEST_MESSAGE or message.type != _TYPE.STRUCTURE:
         raise _invalid("not a Request Message")
     if max_batch_items is not None:
-        n = len(message.all(T.BATCH_ITEM.value))
+        n = len(message.all(_T.BATCH_ITEM))
         if n > max_batch_items:
             raise _invalid(f"request holds {n} batch items, more than the limit of {max_batch_items}")
-    header = message.get(T.REQUEST_HEADER.value)
-    if header is None or header.type != Type.STRUCTURE:
+    header = message.get(_T.REQUEST_HEADER)
+    if header is None or header.type != _TYPE.STRUCTURE:
         raise _invalid("request has no Request Header")
     version = _version_of(header)
     items: list[BatchItem] = []
-    for bi in message.all(T.BATCH_ITEM.value):
-        if bi.type != Type.STRUCTURE:
+    for bi in message.all(_T.BATCH_ITEM):
+        if bi.type != _TYPE.STRUCTURE:
             raise _invalid("Batch Item must be a structure")
-        op = bi.get(T.OPERATION.value)
-        if op is None or op.type != Type.ENUMERATION:
+        op = bi.get(_T.OPERATION)
+        if op is None or op.type != _TYPE.ENUMERATION:
             raise _invalid("batch item has no Operation")
-        ubi = bi.get(T.UNIQUE_BATCH_ITEM_ID.value)
-        if ubi is not None and ubi.type != Type.BYTE_STRING:  # echoed in the response as bytes
+        ubi = bi.get(_T.UNIQUE_BATCH_ITEM_ID)
+        if ubi is not None and ubi.type != _TYPE.BYTE_STRING:  # echoed in the response as bytes
             raise _invalid("Unique Batch Item ID must be a byte string")
-        payload = bi.get(T.REQUEST_PAYLOAD.value)
-        if payload is not None and payload.type != Type.STRUCTURE:
+        payload = bi.get(_T.REQUEST_PAYLOAD)
+        if payload is not None and payload.type != _TYPE.STRUCTURE:
             raise _invalid("Request Payload must be a structure")
         items.append(
             BatchItem(op.value, ubi.value if ubi is not None else None, payload)  # type: ignore[arg-type]
         )
-    count = header.value_of(T.BATCH_COUNT.value)
+    count = header.value_of(_T.BATCH_COUNT)
     if count != len(items):
         raise _invalid(f"Batch Count says {count} but the message holds {len(items)} batch items")
     if not items:
         raise _invalid("request holds no batch items")
-    option = header.value_of(T.BATCH_ERROR_CONTINUATION_OPTION.value)
+    option = header.value_of(_T.BATCH_ERROR_CONTINUATION_OPTION)
     return Request(
         version=version,
         batch_items=items,
-        batch_error_option=option if isinstance(option, int) else BatchErrorContinuationOption.STOP.value,
-        client_correlation_value=_text_or_none(header.value_of(T.CLIENT_CORRELATION_VALUE.value)),
-        server_correlation_value=_text_or_none(header.value_of(T.SERVER_CORRELATION_VALUE.value)),
-        maximum_response_size=_int_or_none(header.value_of(T.MAXIMUM_RESPONSE_SIZE.value)),
+        batch_error_option=option if isinstance(option, int) else _STOP,
+        client_correlation_value=_text_or_none(header.value_of(_T.CLIENT_CORRELATION_VALUE)),
+        server_correlation_value=_text_or_none(header.value_of(_T.SERVER_CORRELATION_VALUE)),
+        maximum_response_size=_int_or_none(header.value_of(_T.MAXIMUM_RESPONSE_SIZE)),
         header=header,
     )
 
@@ -146,10 +154,10 @@ def _int_or_none(v: object) -> int | None:
 
 def protocol_version(version: Version) -> Item:
     return ttlv.struct_(
-        T.PROTOCOL_VERSION,
+        _T.PROTOCOL_VERSION,
         [
-            ttlv.integer(T.PROTOCOL_VERSION_MAJOR, version[0]),
-            ttlv.integer(T.PROTOCOL_VERSION_MINOR, version[1]),
+            ttlv.integer(_T.PROTOCOL_VERSION_MAJOR, version[0]),
+            ttlv.integer(_T.PROTOCOL_VERSION_MINOR, version[1]),
         ],
     )
 
@@ -157,28 +165,28 @@ def protocol_version(version: Version) -> Item:
 def build_response(response: Response, now: int | None = None) -> Item:
     header = [
         protocol_version(response.version),
-        ttlv.date_time(T.TIME_STAMP, int(time.time()) if now is None else now),
+        ttlv.date_time(_T.TIME_STAMP, int(time.time()) if now is None else now),
     ]
     if response.version >= (1, 4):
         if response.client_correlation_value is not None:
-            header.append(ttlv.text(T.CLIENT_CORRELATION_VALUE, response.client_correlation_value))
+            header.append(ttlv.text(_T.CLIENT_CORRELATION_VALUE, response.client_correlation_value))
         if response.server_correlation_value is not None:
-            header.append(ttlv.text(T.SERVER_CORRELATION_VALUE, response.server_correlation_value))
-    header.append(ttlv.integer(T.BATCH_COUNT, len(response.results)))
-    children = [ttlv.struct_(T.RESPONSE_HEADER, header)]
+            header.append(ttlv.text(_T.SERVER_CORRELATION_VALUE, response.server_correlation_value))
+    header.append(ttlv.integer(_T.BATCH_COUNT, len(response.results)))
+    children = [ttlv.struct_(_T.RESPONSE_HEADER, header)]
     for r in response.results:
         bi: list[Item | None] = [
-            ttlv.enum(T.OPERATION, r.operation) if r.operation is not None else None,
-            ttlv.bytes_(T.UNIQUE_BATCH_ITEM_ID, r.unique_batch_item_id)
+            ttlv.enum(_T.OPERATION, r.operation) if r.operation is not None else None,
+            ttlv.bytes_(_T.UNIQUE_BATCH_ITEM_ID, r.unique_batch_item_id)
             if r.unique_batch_item_id is not None
             else None,
-            ttlv.enum(T.RESULT_STATUS, r.status),
-            ttlv.enum(T.RESULT_REASON, r.reason) if r.reason is not None else None,
-            ttlv.text(T.RESULT_MESSAGE, r.message) if r.message is not None else None,
+            ttlv.enum(_T.RESULT_STATUS, r.status),
+            ttlv.enum(_T.RESULT_REASON, r.reason) if r.reason is not None else None,
+            ttlv.text(_T.RESULT_MESSAGE, r.message) if r.message is not None else None,
             r.payload,
         ]
-        children.append(ttlv.struct_(T.BATCH_ITEM, bi))
-    return ttlv.struct_(T.RESPONSE_MESSAGE, children)
+        children.append(ttlv.struct_(_T.BATCH_ITEM, bi))
+    return ttlv.struct_(_T.RESPONSE_MESSAGE, children)
 
 
 def error_response(version: Version | None, error: KmipError) -> bytes:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from enum import IntEnum
+from enum import Enum, IntEnum
+from typing import NoReturn
 
 from kmip.core.enums import Tags
 
@@ -33,19 +34,49 @@ class TtlvError(ValueError):
 
 
 HEADER = struct.Struct(">3sBI")
-_I32 = struct.Struct(">i4x")
-_U32 = struct.Struct(">I4x")
+
+# The codec's hot paths compare type codes against these plain ints: reading a member off the
+# ``Type`` class (``Type.STRUCTURE``) is a slow metaclass attribute lookup, ints are free.
+_STRUCTURE = 0x01
+_INTEGER = 0x02
+_LONG_INTEGER = 0x03
+_BIG_INTEGER = 0x04
+_ENUMERATION = 0x05
+_BOOLEAN = 0x06
+_TEXT_STRING = 0x07
+_BYTE_STRING = 0x08
+_DATE_TIME = 0x09
+_INTERVAL = 0x0A
+_DATE_TIME_EXTENDED = 0x0B
+
+# Type members by code (None for unknown codes), and as module globals for the builders: Items
+# still carry ``Type`` members, only found without the class attribute lookup.
+_TYPE_OF: tuple[Type | None, ...] = tuple(
+    Type(code) if code in Type._value2member_map_ else None for code in range(256)
+)
+_T_STRUCTURE = Type.STRUCTURE
+_T_INTEGER = Type.INTEGER
+_T_LONG_INTEGER = Type.LONG_INTEGER
+_T_BIG_INTEGER = Type.BIG_INTEGER
+_T_ENUMERATION = Type.ENUMERATION
+_T_BOOLEAN = Type.BOOLEAN
+_T_TEXT_STRING = Type.TEXT_STRING
+_T_BYTE_STRING = Type.BYTE_STRING
+_T_DATE_TIME = Type.DATE_TIME
+_T_INTERVAL = Type.INTERVAL
+
+# An item header as two big-endian words: (tag << 8 | type, length). Fixed-size items are encoded
+# with their header in one struct call.
+_HEAD = struct.Struct(">II")
+_HEAD_I32 = struct.Struct(">IIi4x")
+_HEAD_U32 = struct.Struct(">III4x")
+_HEAD_I64 = struct.Struct(">IIq")
+_I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
-_FIXED_LENGTH = {
-    Type.INTEGER: 4,
-    Type.LONG_INTEGER: 8,
-    Type.ENUMERATION: 4,
-    Type.BOOLEAN: 8,
-    Type.DATE_TIME: 8,
-    Type.INTERVAL: 4,
-    Type.DATE_TIME_EXTENDED: 8,
-}
-_TYPES = {t.value: t for t in Type}
+_U64 = struct.Struct(">Q")
+_PAD = tuple(b"\x00" * ((8 - n) % 8) for n in range(8))  # padding after n % 8 bytes
+_PAD_LEN = tuple(len(p) for p in _PAD)
 
 
 class Item:
@@ -56,7 +87,7 @@ class Item:
     __slots__ = ("tag", "type", "value")
 
     def __init__(self, tag: int, type_: int, value: object) -> None:
-        self.tag = int(tag)
+        self.tag = tag if type(tag) is int else int(tag)  # builders and the decoder pass ints
         self.type = type_
         self.value = value
 
@@ -98,93 +129,96 @@ def tag_name(tag: int) -> str:
 
 # -- builders ---------------------------------------------------------------------------------------
 def struct_(tag: Tags | int, children: Iterable[Item | None] = ()) -> Item:
-    return Item(_t(tag), Type.STRUCTURE, [c for c in children if c is not None])
+    return Item(_t(tag), _T_STRUCTURE, [c for c in children if c is not None])
 
 
 def text(tag: Tags | int, value: str) -> Item:
-    return Item(_t(tag), Type.TEXT_STRING, value)
+    return Item(_t(tag), _T_TEXT_STRING, value)
 
 
 def bytes_(tag: Tags | int, value: bytes) -> Item:
-    return Item(_t(tag), Type.BYTE_STRING, bytes(value))
+    return Item(_t(tag), _T_BYTE_STRING, bytes(value))
 
 
 def integer(tag: Tags | int, value: int) -> Item:
-    return Item(_t(tag), Type.INTEGER, int(value))
+    return Item(_t(tag), _T_INTEGER, value if type(value) is int else int(value))
 
 
 def long_integer(tag: Tags | int, value: int) -> Item:
-    return Item(_t(tag), Type.LONG_INTEGER, int(value))
+    return Item(_t(tag), _T_LONG_INTEGER, value if type(value) is int else int(value))
 
 
 def enum(tag: Tags | int, value: object) -> Item:
-    return Item(_t(tag), Type.ENUMERATION, int(getattr(value, "value", value)))  # type: ignore[call-overload]
+    if type(value) is int:
+        v = value
+    elif isinstance(value, Enum):
+        v = int(value._value_)  # what ``.value`` returns, without the (slow) property call
+    else:
+        v = int(getattr(value, "value", value))  # type: ignore[call-overload]
+    return Item(_t(tag), _T_ENUMERATION, v)
 
 
 def boolean(tag: Tags | int, value: bool) -> Item:
-    return Item(_t(tag), Type.BOOLEAN, bool(value))
+    return Item(_t(tag), _T_BOOLEAN, bool(value))
 
 
 def date_time(tag: Tags | int, value: int) -> Item:
-    return Item(_t(tag), Type.DATE_TIME, int(value))
+    return Item(_t(tag), _T_DATE_TIME, value if type(value) is int else int(value))
 
 
 def interval(tag: Tags | int, value: int) -> Item:
-    return Item(_t(tag), Type.INTERVAL, int(value))
+    return Item(_t(tag), _T_INTERVAL, value if type(value) is int else int(value))
 
 
 def _t(tag: Tags | int) -> int:
-    return tag.value if isinstance(tag, Tags) else int(tag)
+    cls = type(tag)
+    if cls is int:
+        return tag  # type: ignore[return-value]
+    if cls is Tags:
+        return tag._value_  # type: ignore[union-attr,no-any-return]  # ``.value`` is a slow property
+    return int(tag)
 
 
 # -- encoding -----------------------------------------------------------------------------------------
 def encode(item: Item) -> bytes:
-    out: list[bytes] = []
-    _encode_into(item, out)
-    return b"".join(out)
+    out = bytearray()
+    _encode_items((item,), out)
+    return bytes(out)
 
 
-def _pad(n: int) -> bytes:
-    return b"\x00" * ((8 - n % 8) % 8)
-
-
-def _encode_into(item: Item, out: list[bytes]) -> int:
-    """Appends the encoding of ``item`` to ``out`` and returns its total length."""
-    t = item.type
-    tag = item.tag.to_bytes(3, "big")
-    v = item.value
-    if t == Type.STRUCTURE:
-        slot = len(out)
-        out.append(b"")
-        length = 0
-        for child in v:  # type: ignore[union-attr]
-            length += _encode_into(child, out)
-        out[slot] = HEADER.pack(tag, t, length)
-        return 8 + length
-    if t == Type.TEXT_STRING or t == Type.BYTE_STRING:
-        raw = v.encode("utf-8") if t == Type.TEXT_STRING else v  # type: ignore[union-attr]
-        pad = _pad(len(raw))  # type: ignore[arg-type]
-        out.append(HEADER.pack(tag, t, len(raw)) + raw + pad)  # type: ignore[operator]
-        return 8 + len(raw) + len(pad)  # type: ignore[arg-type]
-    if t == Type.INTEGER:
-        body = _I32.pack(v)
-        length = 4
-    elif t == Type.ENUMERATION or t == Type.INTERVAL:
-        body = _U32.pack(v)
-        length = 4
-    elif t == Type.LONG_INTEGER or t == Type.DATE_TIME or t == Type.DATE_TIME_EXTENDED:
-        body = _I64.pack(v)
-        length = 8
-    elif t == Type.BOOLEAN:
-        body = _I64.pack(1 if v else 0)
-        length = 8
-    elif t == Type.BIG_INTEGER:
-        body = _big_to_bytes(v)  # type: ignore[arg-type]
-        length = len(body)
-    else:
-        raise TtlvError(f"cannot encode type {t!r}")
-    out.append(HEADER.pack(tag, t, length) + body)
-    return 8 + len(body)
+def _encode_items(items: Iterable[Item], out: bytearray) -> None:
+    """Appends the encodings of ``items`` to ``out``; recurses only into structures."""
+    for item in items:
+        t = item.type
+        tag = item.tag
+        if tag >> 24:  # not a 3-byte tag: raise what ``to_bytes`` raises
+            tag.to_bytes(3, "big")
+        v = item.value
+        if t == _STRUCTURE:
+            start = len(out)
+            out += _HEAD.pack(tag << 8 | _STRUCTURE, 0)  # the length is patched in below
+            _encode_items(v, out)  # type: ignore[arg-type]
+            _U32.pack_into(out, start + 4, len(out) - start - 8)
+        elif t == _TEXT_STRING or t == _BYTE_STRING:
+            raw = v.encode("utf-8") if t == _TEXT_STRING else v  # type: ignore[union-attr]
+            n = len(raw)  # type: ignore[arg-type]
+            out += _HEAD.pack(tag << 8 | t, n)
+            out += raw  # type: ignore[operator]
+            out += _PAD[n & 7]
+        elif t == _ENUMERATION or t == _INTERVAL:
+            out += _HEAD_U32.pack(tag << 8 | t, 4, v)
+        elif t == _INTEGER:
+            out += _HEAD_I32.pack(tag << 8 | _INTEGER, 4, v)
+        elif t == _LONG_INTEGER or t == _DATE_TIME or t == _DATE_TIME_EXTENDED:
+            out += _HEAD_I64.pack(tag << 8 | t, 8, v)
+        elif t == _BOOLEAN:
+            out += _HEAD_I64.pack(tag << 8 | _BOOLEAN, 8, 1 if v else 0)
+        elif t == _BIG_INTEGER:
+            body = _big_to_bytes(v)  # type: ignore[arg-type]
+            out += _HEAD.pack(tag << 8 | _BIG_INTEGER, len(body))
+            out += body
+        else:
+            raise TtlvError(f"cannot encode type {t!r}")
 
 
 def _big_to_bytes(value: int) -> bytes:
@@ -206,74 +240,101 @@ DEFAULT_LIMITS = Limits()
 
 def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
     """Decodes exactly one TTLV item that spans all of ``data``."""
-    budget = [limits.max_items]
-    item, end = _decode_at(memoryview(data), 0, len(data), 0, limits, budget)
-    if end != len(data):
-        raise TtlvError(f"{len(data) - end} trailing bytes after the message")
-    return item
-
-
-def _decode_at(
-    buf: memoryview, pos: int, end: int, depth: int, limits: Limits, budget: list[int]
-) -> tuple[Item, int]:
-    if end - pos < 8:
+    # Slices of a bytes object are the values themselves (no memoryview slice + copy per value).
+    buf = data if type(data) is bytes else bytes(memoryview(data))
+    size = len(data)
+    if size < 8:
         raise TtlvError("truncated item header")
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise TtlvError("too many items in message")
-    tag_b, type_code, length = HEADER.unpack_from(buf, pos)
-    tag = int.from_bytes(tag_b, "big")
-    pos += 8
-    t = _TYPES.get(type_code)
-    if t is None:
-        raise TtlvError(f"unknown item type 0x{type_code:02X} for tag {tag_name(tag)}")
-    fixed = _FIXED_LENGTH.get(t)
-    if fixed is not None and length != fixed:
-        raise TtlvError(f"{t.name} {tag_name(tag)} has length {length}, expected {fixed}")
-    padded = length + (8 - length % 8) % 8
-    if t == Type.STRUCTURE:
-        padded = length
-    if padded > end - pos:
-        raise TtlvError(f"{tag_name(tag)} claims {length} bytes, only {end - pos} remain")
-    if t == Type.STRUCTURE:
-        if depth >= limits.max_depth:
-            raise TtlvError("structures nested too deeply")
-        children: list[Item] = []
-        stop = pos + length
-        while pos < stop:
-            child, pos = _decode_at(buf, pos, stop, depth + 1, limits, budget)
-            children.append(child)
-        return Item(tag, t, children), stop
-    raw = buf[pos : pos + length]
-    value: object
-    if t == Type.INTEGER:
-        value = int.from_bytes(raw, "big", signed=True)
-    elif t == Type.ENUMERATION or t == Type.INTERVAL:
-        value = int.from_bytes(raw, "big")
-    elif t == Type.LONG_INTEGER or t == Type.DATE_TIME or t == Type.DATE_TIME_EXTENDED:
-        value = int.from_bytes(raw, "big", signed=True)
-    elif t == Type.BOOLEAN:
-        n = int.from_bytes(raw, "big")
-        if n not in (0, 1):
-            raise TtlvError(f"boolean {tag_name(tag)} is {n}, not 0 or 1")
-        value = n == 1
-    elif t == Type.TEXT_STRING:
-        try:
-            value = bytes(raw).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise TtlvError(f"text {tag_name(tag)} is not valid UTF-8") from exc
-    elif t == Type.BYTE_STRING:
-        value = bytes(raw)
-    else:  # BIG_INTEGER
-        if length % 8:
-            raise TtlvError(f"big integer {tag_name(tag)} length {length} is not a multiple of 8")
-        value = int.from_bytes(raw, "big", signed=True)
-    return Item(tag, t, value), pos + padded
+    items, end, _budget = _decode_items(buf, 0, size, 0, limits.max_depth, limits.max_items, True)
+    if end != size:
+        raise TtlvError(f"{size - end} trailing bytes after the message")
+    return items[0]
+
+
+def _decode_items(
+    buf: bytes, pos: int, stop: int, depth: int, max_depth: int, budget: int, single: bool = False
+) -> tuple[list[Item], int, int]:
+    """Decodes the items in ``buf[pos:stop]`` (only the first one if ``single``), recursing only
+    into structures. Returns them, the position after the last one and the item budget left."""
+    items: list[Item] = []
+    append = items.append
+    while pos < stop:
+        if stop - pos < 8:
+            raise TtlvError("truncated item header")
+        budget -= 1
+        if budget < 0:
+            raise TtlvError("too many items in message")
+        head, length = _HEAD.unpack_from(buf, pos)
+        tag = head >> 8
+        code = head & 0xFF
+        pos += 8
+        left = stop - pos
+        if code == _STRUCTURE:
+            if length > left:
+                raise TtlvError(f"{tag_name(tag)} claims {length} bytes, only {left} remain")
+            if depth >= max_depth:
+                raise TtlvError("structures nested too deeply")
+            end = pos + length
+            children, _end, budget = _decode_items(buf, pos, end, depth + 1, max_depth, budget)
+            append(Item(tag, _T_STRUCTURE, children))
+            pos = end
+        elif code == _ENUMERATION or code == _INTEGER or code == _INTERVAL:
+            if length != 4:
+                _wrong_length(code, tag, length, 4)
+            if left < 8:
+                raise TtlvError(f"{tag_name(tag)} claims {length} bytes, only {left} remain")
+            value = (_I32 if code == _INTEGER else _U32).unpack_from(buf, pos)[0]
+            append(Item(tag, _TYPE_OF[code], value))
+            pos += 8
+        elif code == _TEXT_STRING or code == _BYTE_STRING:
+            padded = length + _PAD_LEN[length & 7]
+            if padded > left:
+                raise TtlvError(f"{tag_name(tag)} claims {length} bytes, only {left} remain")
+            raw = buf[pos : pos + length]
+            if code == _TEXT_STRING:
+                try:
+                    append(Item(tag, _T_TEXT_STRING, raw.decode("utf-8")))
+                except UnicodeDecodeError as exc:
+                    raise TtlvError(f"text {tag_name(tag)} is not valid UTF-8") from exc
+            else:
+                append(Item(tag, _T_BYTE_STRING, raw))
+            pos += padded
+        elif code == _LONG_INTEGER or code == _DATE_TIME or code == _DATE_TIME_EXTENDED or code == _BOOLEAN:
+            if length != 8:
+                _wrong_length(code, tag, length, 8)
+            if left < 8:
+                raise TtlvError(f"{tag_name(tag)} claims {length} bytes, only {left} remain")
+            if code == _BOOLEAN:
+                n = _U64.unpack_from(buf, pos)[0]
+                if n != 0 and n != 1:
+                    raise TtlvError(f"boolean {tag_name(tag)} is {n}, not 0 or 1")
+                append(Item(tag, _T_BOOLEAN, n == 1))
+            else:
+                append(Item(tag, _TYPE_OF[code], _I64.unpack_from(buf, pos)[0]))
+            pos += 8
+        elif code == _BIG_INTEGER:
+            padded = length + _PAD_LEN[length & 7]
+            if padded > left:
+                raise TtlvError(f"{tag_name(tag)} claims {length} bytes, only {left} remain")
+            if length % 8:
+                raise TtlvError(f"big integer {tag_name(tag)} length {length} is not a multiple of 8")
+            value = int.from_bytes(buf[pos : pos + length], "big", signed=True)
+            append(Item(tag, _T_BIG_INTEGER, value))
+            pos += padded
+        else:
+            raise TtlvError(f"unknown item type 0x{code:02X} for tag {tag_name(tag)}")
+        if single:
+            break
+    return items, pos, budget
+
+
+def _wrong_length(code: int, tag: int, length: int, fixed: int) -> NoReturn:
+    raise TtlvError(f"{Type(code).name} {tag_name(tag)} has length {length}, expected {fixed}")
 
 
 def message_length(header: bytes) -> int:
     """Length of the body that follows an 8-byte message header (which must be a structure)."""
     _tag, type_code, length = HEADER.unpack(header)
-    if type_code != Type.STRUCTURE:
+    if type_code != _STRUCTURE:
         raise TtlvError("a KMIP message must be a structure")
     return int(length)

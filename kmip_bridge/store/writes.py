@@ -11,7 +11,8 @@ stays for writers that are not ours (the ``sqlite3`` shell).
 
 *Group commit.* Concurrent Create and first-Get requests each need a small write and a durable
 commit (an ``fsync``). ``GroupCommit.run`` queues the write; the first waiting thread becomes the
-leader, takes the whole queue and runs it in one transaction; the others wait for it. One commit,
+leader, opens a transaction (on SQLite: waits for the write lock), then takes the whole queue
+and runs it in that transaction; the others wait for it. One commit,
 one lock acquisition and one pool checkout then serve many requests, and each request still
 returns only after its write is durable. If the shared transaction fails, each write is retried
 alone, so one bad write cannot fail the others and every caller gets its own outcome; a write
@@ -24,12 +25,15 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.url import make_url
+
+from .. import metrics
 
 R = TypeVar("R")
 
@@ -47,14 +51,17 @@ class _FileWriteLock:
 
     @contextmanager
     def held(self) -> Iterator[None]:
+        asked = time.perf_counter()
         with self._thread_lock:
             if self._fd < 0:
                 self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
+            got = time.perf_counter()
             try:
                 yield
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+                metrics.write_lock_timed(got - asked, time.perf_counter() - got)
 
 
 # One lock per database file per process: two Store objects on one file must exclude each other.
@@ -97,9 +104,9 @@ class GroupCommit:
     """Runs writes submitted by many threads in shared transactions (leader/follower: no extra
     thread, and a lone writer commits on its own thread with no hand-off).
 
-    ``leaders``: how many transactions may run at once. SQLite has one writer, so 1; PostgreSQL
-    runs transactions side by side, and a single leader would queue every write behind one
-    connection's round trips, so there it is several (a few connections of the pool)."""
+    ``leaders``: how many transactions may run at once. The store uses 1 on both databases:
+    SQLite has one writer, and on PostgreSQL more leaders only split the queue into more, smaller
+    commits (measured: docs/performance.md)."""
 
     def __init__(self, begin: Callable[[], AbstractContextManager[Connection]], leaders: int = 1) -> None:
         self._begin = begin  # opens one write transaction (lock, guard, commit or rollback)
@@ -119,16 +126,15 @@ class GroupCommit:
                     self._cond.wait()
                 if job.done:
                     break
-                # A free leader's place: this thread leads, taking the oldest MAX_GROUP queued
-                # writes (its own among them: a write another leader took is no longer queued).
+                # A free leader's place: this thread leads.
                 self._leaders += 1
-                batch, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+            batch: list[_Job[Any]] = []
             try:
-                self._commit(batch)
+                self._lead(batch)
             finally:
                 with self._cond:
                     for other in batch:
-                        if not other.done:  # only if _commit itself was interrupted
+                        if not other.done:  # only if _lead itself was interrupted
                             other.error, other.done = RuntimeError("write interrupted"), True
                     self._leaders -= 1
                     self._cond.notify_all()
@@ -136,23 +142,44 @@ class GroupCommit:
             raise job.error
         return job.result  # type: ignore[return-value]
 
-    def _commit(self, batch: list[_Job[Any]]) -> None:
-        if len(batch) > 1:
-            try:
-                with self._begin() as conn:
-                    results = [job.fn(conn) for job in batch]
-            except Exception as exc:  # noqa: BLE001 - handed over, or each write retried alone
-                if _database_wide(exc):
-                    _fail(batch, exc)
-                    return
+    def _take(self, batch: list[_Job[Any]]) -> None:
+        """Moves the oldest MAX_GROUP queued writes into ``batch`` (the leader's own among them,
+        unless another leader already took it)."""
+        with self._cond:
+            batch[:], self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+
+    def _lead(self, batch: list[_Job[Any]]) -> None:
+        # The transaction (on SQLite: the write lock) first, the queue after: every write queued
+        # while this leader waited for the lock joins this commit instead of waiting for the next
+        # one. With two workers taking turns at SQLite's lock, that is most of them.
+        try:
+            with self._begin() as conn:
+                self._take(batch)
+                results = [job.fn(conn) for job in batch]
+        except Exception as exc:  # noqa: BLE001 - handed over, or each write retried alone
+            if not batch:  # the transaction never opened: the queued writes meet the same error
+                self._take(batch)
+            if _database_wide(exc):
+                _fail(batch, exc)
+            elif len(batch) == 1:  # that was this write's own first attempt
+                self._alone(batch, first_error=exc)
             else:
-                for job, result in zip(batch, results, strict=True):
-                    job.result, job.done = result, True
-                return
+                self._alone(batch)
+            return
+        for job, result in zip(batch, results, strict=True):
+            job.result, job.done = result, True
+        if batch:
+            metrics.group_committed(len(batch))
+
+    def _alone(self, batch: list[_Job[Any]], first_error: BaseException | None = None) -> None:
+        """Each write in its own transaction; one that met a dropped connection gets a second try."""
         for job in batch:
             if job.done:
                 continue
-            for attempt in (1, 2):
+            if first_error is not None and not getattr(first_error, "connection_lost", False):
+                job.error, job.done = first_error, True
+                continue
+            for attempt in (2,) if first_error is not None else (1, 2):
                 try:
                     with self._begin() as conn:
                         job.result = job.fn(conn)

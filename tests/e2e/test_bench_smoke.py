@@ -75,11 +75,16 @@ def test_request_templates_and_response_scanning() -> None:
 
 
 def test_create_get_on_a_fresh_sqlite_instance(tmp_path: Path) -> None:
-    data = _bench(tmp_path, "--workload", "create-get", "--database", "sqlite")
+    data = _bench(tmp_path, "--workload", "create-get", "--database", "sqlite", "--server-metrics")
     (result,) = data["results"]
     assert result["target"] == "kmip-bridge" and result["config"]["database"] == "sqlite"
     _check(result, {"create", "get"})
     assert result["pairs_per_s"] > 0 and result["server"]["cpu_s"] > 0
+    # Every Create and every first Get is one grouped write; the lock was held for them.
+    writes = result["db_writes"]
+    assert writes["writes_per_s"] * result["config"]["duration_s"] == pytest.approx(result["ops"], rel=0.2)
+    assert writes["writes_per_commit"] >= 1
+    assert 0 < writes["write_lock_held_share"] <= 1
     assert not list(tmp_path.glob("kmip-bench-*")), "temporary instance left behind"
 
 

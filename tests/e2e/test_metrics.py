@@ -141,3 +141,24 @@ def test_token_and_database_latency_and_kek_versions(metrics_server: tuple[Serve
     assert s[("kmip_bridge_kek_current", (("kek", "default-v1"),))] == 0
     assert s[("kmip_bridge_kek_objects", (("kek", "default-v2"),))] == 1
     assert s[("kmip_bridge_kek_objects", (("kek", "default-v1"),))] == total
+
+
+def test_group_commit_and_the_sqlite_write_lock(metrics_server: tuple[Server, str]) -> None:
+    # What docs/performance.md reads the SQLite bound from: writes per commit, and how long the
+    # one writer's lock was held and waited for.
+    server, base = metrics_server
+    before = _samples(base)
+    with ProxyKmipClient(config="admin", config_file=str(server.client_conf())) as c:
+        uids = [c.create(enums.CryptographicAlgorithm.AES, 256) for _ in range(3)]
+        for uid in uids:
+            c.get(uid)  # first Get: clears Fresh, a grouped write too
+            c.get(uid)  # no write
+    s = _samples(base)
+
+    def delta(name: str, labels: tuple[tuple[str, str], ...] = ()) -> float:
+        return s.get((name, labels), 0.0) - before.get((name, labels), 0.0)
+
+    assert delta("kmip_bridge_group_commit_writes_total") == 6
+    assert 1 <= delta("kmip_bridge_group_commit_transactions_total") <= 6
+    assert delta("kmip_bridge_db_write_lock_seconds_total", (("phase", "held"),)) > 0
+    assert ("kmip_bridge_db_write_lock_seconds_total", (("phase", "wait"),)) in s

@@ -95,6 +95,40 @@ def test_queued_writes_share_one_transaction(engine: Engine) -> None:
     assert begin.transactions == 2  # the first write alone, then the four queued behind it
 
 
+def test_writes_queued_while_the_leader_waits_for_the_lock_join_its_commit(engine: Engine) -> None:
+    # The leader takes the queue once it holds the lock (the other worker's commit is over), so
+    # writes that arrived meanwhile share its commit rather than wait for the next one.
+    lock_free = threading.Event()
+    transactions = 0
+
+    @contextmanager
+    def begin() -> Iterator[Connection]:
+        nonlocal transactions
+        assert lock_free.wait(10)
+        transactions += 1
+        with engine.begin() as conn:
+            yield conn
+
+    group = GroupCommit(begin)
+    threads = [threading.Thread(target=group.run, args=(_insert("leader"),))]
+    threads[0].start()
+    deadline = time.monotonic() + 10
+    while not group._leaders:
+        assert time.monotonic() < deadline, "no leader"
+        time.sleep(0.01)
+    for key in ("a", "b", "c"):
+        threads.append(threading.Thread(target=group.run, args=(_insert(key),)))
+        threads[-1].start()
+    while len(group._queue) < 4:
+        assert time.monotonic() < deadline, "the writes never queued"
+        time.sleep(0.01)
+    lock_free.set()
+    for t in threads:
+        t.join(10)
+    assert _stored(engine) == {"leader", "a", "b", "c"}
+    assert transactions == 1
+
+
 def test_a_failing_write_fails_alone(engine: Engine) -> None:
     begin = Counted(engine)
     outcomes = _queue_behind_a_leader(
