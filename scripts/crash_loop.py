@@ -13,18 +13,12 @@ its material, every acknowledged Destroy must have held. Exit 0 only if every ro
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
+from kmip_bridge.bench.servers import free_port
 from kmip_bridge.reliability import crashloop, harness, pgcluster
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:

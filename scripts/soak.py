@@ -12,18 +12,12 @@ passed and SIGTERM ended the server with exit 0.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
+from kmip_bridge.bench.servers import free_port
 from kmip_bridge.reliability import harness, pgcluster, soak
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -162,7 +162,7 @@ class Store:
         self.engine = make_engine(url, pool_size, timeouts)
         self._write_lock = write_lock(url)
         # One shared transaction at a time per worker, on PostgreSQL too: with 4 at once a commit
-        # carried 1.3 writes, with 1 it carried 3.6, for the same throughput, a lower p99 (24-27
+        # carried 1.3 writes, with 1 it carried 3.6, for the same throughput, a lower p99 (24-31
         # against 31-38 ms) and less CPU spent on commits (docs/performance.md).
         sqlite = self.engine.dialect.name == "sqlite"
         self._group = GroupCommit(self._begin_write)

@@ -14,14 +14,33 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import yaml
+from kmip.pie.exceptions import KmipOperationFailure
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 CLI = [sys.executable, "-m", "kmip_bridge.cli"]
 # socket: instances use keyhsm.mode socket, and start() runs 'keyhsm serve' before 'serve'.
 KEYHSM_MODE = os.environ.get("KMIP_BRIDGE_TEST_KEYHSM_MODE", "inprocess")
+
+
+T = TypeVar("T")
+
+
+def eventually(call: Callable[[], T], attempts: int = 40) -> T:
+    """The call's result once it stops failing with a KMIP error (a server recovering from a
+    database or token fault: each worker recovers on its own next request, and a fresh
+    connection may land on either worker); 0.25 s between attempts."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            return call()
+        except KmipOperationFailure as exc:
+            last = exc
+            time.sleep(0.25)
+    raise AssertionError(f"still failing after {attempts} attempts: {last}")
 
 
 def free_port() -> int:

@@ -10,9 +10,8 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import psycopg2
 import pytest
@@ -22,9 +21,7 @@ from kmip.pie.exceptions import KmipOperationFailure
 
 from kmip_bridge.reliability import harness, pgcluster, soak, storm
 
-from .conftest import Instance, Server, free_port, make_instance, run_cli
-
-T = TypeVar("T")
+from .conftest import Instance, Server, eventually, free_port, make_instance, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +43,6 @@ def _configure(instance: Instance, **database: object) -> None:
     instance.config.write_text(yaml.safe_dump(cfg))
 
 
-def _eventually(call: Callable[[], T], attempts: int = 60) -> T:
-    last: Exception | None = None
-    for _ in range(attempts):
-        try:
-            return call()
-        except KmipOperationFailure as exc:
-            last = exc
-            time.sleep(0.25)
-    raise AssertionError(f"still failing after {attempts} attempts: {last}")
 
 
 def _assert_db_error(err: KmipOperationFailure, phrase: str) -> None:
@@ -85,7 +73,7 @@ def test_postgresql_stopped_under_load(cluster: pgcluster.PgCluster, tmp_path_fa
     stop, threads = _start_load(server, ledger)
     probe = storm.open_client(server.client_conf())
     try:
-        _eventually(lambda: probe.create(enums.CryptographicAlgorithm.AES, 256))
+        eventually(lambda: probe.create(enums.CryptographicAlgorithm.AES, 256), attempts=60)
         while sum(ledger.acked.values()) < 30:  # the load is under way
             time.sleep(0.1)
         cluster.stop("fast")
@@ -100,7 +88,7 @@ def test_postgresql_stopped_under_load(cluster: pgcluster.PgCluster, tmp_path_fa
         finally:
             cluster.start()
         # Back without a server restart: the same processes serve again.
-        uid = _eventually(lambda: probe.create(enums.CryptographicAlgorithm.AES, 256))
+        uid = eventually(lambda: probe.create(enums.CryptographicAlgorithm.AES, 256), attempts=60)
         assert len(probe.get(uid).value) == 32
         acked_after = sum(ledger.acked.values())
         while sum(ledger.acked.values()) < acked_after + 30:  # the load recovered too
@@ -205,7 +193,7 @@ def test_a_worker_killed_while_the_database_is_down_is_replaced_once_it_is_back(
         cluster.start()
     client = storm.open_client(server.client_conf())
     try:
-        uid = _eventually(lambda: client.create(enums.CryptographicAlgorithm.AES, 256))
+        uid = eventually(lambda: client.create(enums.CryptographicAlgorithm.AES, 256), attempts=60)
         assert len(client.get(uid).value) == 32
     finally:
         client.close()

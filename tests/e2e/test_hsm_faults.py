@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import yaml
@@ -21,9 +19,7 @@ from kmip.pie.exceptions import KmipOperationFailure
 from kmip_bridge.app import open_keyhsm
 from kmip_bridge.config import load
 
-from .conftest import CLI, Instance, Server, free_port, make_instance
-
-T = TypeVar("T")
+from .conftest import CLI, Instance, Server, eventually, free_port, make_instance
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +40,6 @@ def _client(server: Server) -> ProxyKmipClient:
     return c
 
 
-def _eventually(call: Callable[[], T], attempts: int = 40) -> T:
-    """The call's result once it stops failing; each worker recovers on its own next request,
-    and a fresh connection may land on either worker."""
-    last: Exception | None = None
-    for _ in range(attempts):
-        try:
-            return call()
-        except KmipOperationFailure as exc:
-            last = exc
-            time.sleep(0.25)
-    raise AssertionError(f"still failing after {attempts} attempts: {last}")
 
 
 def test_absent_token_is_a_clear_error_and_the_server_recovers(server: Server, instance: Instance) -> None:
@@ -77,9 +62,9 @@ def test_absent_token_is_a_clear_error_and_the_server_recovers(server: Server, i
                 assert "revoked" not in err.value.message and "irretrievable" not in err.value.message
         finally:
             os.rename(tokens.with_name("tokens.away"), tokens)
-        assert _eventually(lambda: c.get(uid).value) == value
-        assert _eventually(lambda: c.get(secret).value) == b"kept across an outage"
-        fresh = _eventually(lambda: c.create(enums.CryptographicAlgorithm.AES, 128))
+        assert eventually(lambda: c.get(uid).value) == value
+        assert eventually(lambda: c.get(secret).value) == b"kept across an outage"
+        fresh = eventually(lambda: c.create(enums.CryptographicAlgorithm.AES, 128))
         assert len(c.get(fresh).value) == 16
     finally:
         c.close()
@@ -87,7 +72,7 @@ def test_absent_token_is_a_clear_error_and_the_server_recovers(server: Server, i
     for _ in range(6):
         other = _client(server)
         try:
-            assert _eventually(lambda: other.get(uid).value) == value  # noqa: B023 - called at once
+            assert eventually(lambda: other.get(uid).value) == value  # noqa: B023 - called at once
         finally:
             other.close()
     assert server.alive()
