@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from .instance import init_instance
+    from .admin.instance import init_instance
 
     settings = init_instance(args.dir, args.port, args.database_url, args.kek_kind)
     print(f"instance ready: {settings.path}")
@@ -126,7 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
-    from .instance import ensure_client
+    from .admin.instance import ensure_client
 
     if args.certs_command == "revoke":
         from . import pki
@@ -210,7 +210,7 @@ def cmd_keyhsm(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rewrap(args: argparse.Namespace, settings: Settings, hsm: object) -> int:
-    from .rewrap import rewrap
+    from .admin.rewrap import rewrap
     from .store import Store
 
     if args.batch < 1:
@@ -237,8 +237,8 @@ def _rewrap(args: argparse.Namespace, settings: Settings, hsm: object) -> int:
 def cmd_db_check(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.exc import DBAPIError
 
+    from .admin.dbcheck import check, render
     from .app import build_keyhsm
-    from .dbcheck import check, render
     from .store import Store
     from .store.store import normalise_url
 
@@ -285,8 +285,8 @@ def cmd_db_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 def _restore_checks(settings: Settings) -> None:
     """Warnings only: the restore itself is done and correct; these say what will not work yet."""
+    from .admin.kekcheck import check_keks
     from .app import build_keyhsm
-    from .kekcheck import check_keks
     from .keyhsm import KeyHsmError
     from .store import Store
     from .store.migrate import pending

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from . import pkcs11_uri
+from .keyhsm import uri as pkcs11_uri
 
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 KEK_KINDS = ("aes-kwp", "rsa-oaep")

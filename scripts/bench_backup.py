@@ -27,8 +27,8 @@ def main() -> int:
     p.add_argument("--objects", type=int, default=10_000)
     p.add_argument("--database-url", help="an EMPTY database of its own")
     args = p.parse_args()
+    from kmip_bridge.admin.instance import init_instance
     from kmip_bridge.config import load
-    from kmip_bridge.instance import init_instance
     from kmip_bridge.store.backup import object_count
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -57,8 +57,8 @@ def main() -> int:
     p.add_argument("--database-url", help="an EMPTY database of its own (tables are created in it)")
     p.add_argument("--batch", default="200")
     args = p.parse_args()
+    from kmip_bridge.admin.instance import init_instance
     from kmip_bridge.config import load
-    from kmip_bridge.instance import init_instance
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = init_instance(Path(tmp) / "inst", 15696, args.database_url, args.kek_kind)

@@ -17,8 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tools/
+
 from kmip_bridge.bench.servers import free_port
-from kmip_bridge.reliability import crashloop, harness, pgcluster
+from tools.reliability import crashloop, harness, pgcluster
 
 
 def main(argv: list[str] | None = None) -> int:

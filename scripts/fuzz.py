@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kmip.core.enums import Operation, ResultStatus
 from kmip.core.enums import Tags as T
 
-from kmip_bridge import fuzz
 from kmip_bridge.client import RawClient, client_context, request
 from kmip_bridge.protocol import ttlv
+from tools import fuzz
 
 
 def _inputs(rng: random.Random, corpus: list[bytes]):  # type: ignore[no-untyped-def]

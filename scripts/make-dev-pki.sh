@@ -8,7 +8,7 @@ mkdir -p "$OUT"
 .venv/bin/python - "$OUT" <<'PY'
 import sys
 from pathlib import Path
-from kmip_bridge import pki
+from kmip_bridge.admin import pki
 out = Path(sys.argv[1])
 if not (out / "ca.pem").exists():
     pki.make_ca(out / "ca.pem", out / "ca.key")

@@ -15,7 +15,7 @@ if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; the
     fi
 fi
 
-.venv/bin/ruff check kmip_bridge tests scripts
+.venv/bin/ruff check kmip_bridge tools tests scripts
 .venv/bin/python -m pytest "$@"
 
 # Again with the Key HSM as its own service (keyhsm.mode: socket, 'kmip-bridge keyhsm serve'):

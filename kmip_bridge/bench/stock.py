@@ -1,7 +1,7 @@
 """The stock PyKMIP server (``pykmip-server``) as the comparison target.
 
 It gets its own temporary folder, port, SQLite database and a dev PKI of its own (from
-``kmip_bridge.pki``: ECDSA P-256 certificates). Its ``Basic`` auth suite offers only RSA key
+``kmip_bridge.admin.pki``: ECDSA P-256 certificates). Its ``Basic`` auth suite offers only RSA key
 exchange ciphers on TLS 1.0, which modern OpenSSL refuses; the ``TLS1.2`` suite negotiates
 ECDHE-ECDSA with these certificates. It logs at WARNING so that its per-request INFO lines are
 not what is measured (our server keeps its default INFO audit log; see docs/performance.md).
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import pki
+from ..admin import pki
 from ..client import RawClient, client_context
 from .loadgen import Endpoint
 from .servers import TargetError, descendants, free_port, stop_group

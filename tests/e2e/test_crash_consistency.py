@@ -13,7 +13,7 @@ from kmip.core import enums
 from kmip.pie import objects
 from kmip.pie.client import ProxyKmipClient
 
-from kmip_bridge.reliability import crashloop
+from tools.reliability import crashloop
 
 from .conftest import Instance, make_instance, run_cli
 

@@ -19,7 +19,7 @@ import yaml
 from kmip.core import enums
 from kmip.pie.exceptions import KmipOperationFailure
 
-from kmip_bridge.reliability import harness, pgcluster, soak, storm
+from tools.reliability import harness, pgcluster, soak, storm
 
 from .conftest import Instance, Server, eventually, free_port, make_instance, run_cli
 

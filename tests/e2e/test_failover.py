@@ -4,7 +4,7 @@ primary crashes, the replica is promoted, and the same node processes carry on: 
 acknowledged before the crash is there, new objects can be made, and requests during the switch
 fail with a clear KMIP error rather than a dropped connection.
 
-Both clusters are throwaway ones (kmip_bridge/reliability/pgcluster.py: initdb and pg_ctl as the
+Both clusters are throwaway ones (tools/reliability/pgcluster.py: initdb and pg_ctl as the
 postgres user) on ports of their own, so the shared PostgreSQL on 5432 is not touched.
 docs/operations.md describes the same procedure for real hosts.
 """
@@ -24,7 +24,7 @@ from kmip.core.enums import Tags as T
 
 from kmip_bridge.protocol import ttlv
 from kmip_bridge.protocol.ttlv import Item
-from kmip_bridge.reliability.pgcluster import PgCluster, unavailable
+from tools.reliability.pgcluster import PgCluster, unavailable
 
 from .conftest import Instance, make_instance, start_node
 from .test_multinode import attr, call, connect, create, key_bytes, ok, uid_

@@ -10,7 +10,7 @@ from kmip.core import enums
 from kmip.core.enums import Operation, ResultReason, ResultStatus
 from kmip.core.enums import Tags as T
 
-from kmip_bridge import pki
+from kmip_bridge.admin import pki
 from kmip_bridge.client import RawClient, client_context, request
 from kmip_bridge.protocol import ttlv
 from kmip_bridge.protocol.ttlv import Item

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from kmip.core.enums import Operation, ResultReason
 from kmip.core.enums import Tags as T
 
-from kmip_bridge import fuzz
 from kmip_bridge.client import request
 from kmip_bridge.protocol import messages, ttlv
 from kmip_bridge.protocol.errors import KmipError
+from tools import fuzz
 
 CORPUS = fuzz.seeds()
 LIMITS = ttlv.Limits(max_depth=32, max_items=2_000)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kmip_bridge.config import ConfigError, load
-from kmip_bridge.pkcs11_uri import Pkcs11UriError, parse
+from kmip_bridge.keyhsm.uri import Pkcs11UriError, parse
 
 REPO = Path(__file__).resolve().parents[2]
 

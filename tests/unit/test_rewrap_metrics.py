@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kmip_bridge.admin.rewrap import retired_labels
 from kmip_bridge.config import ConfigError, load
 from kmip_bridge.keyhsm import KekInfo
-from kmip_bridge.rewrap import retired_labels
 
 
 def test_retired_labels_are_every_version_but_the_newest_of_the_named_keks() -> None:

@@ -20,12 +20,12 @@ import sqlalchemy as sa
 from kmip.core.enums import State
 from kmip.core.enums import Tags as T
 
-from .keyhsm import IntegrityError, KekRevoked, KeyHsmError, envelope
-from .operations.objects import _aad_context, sealed_of
-from .protocol import ttlv
-from .store import ObjectRow
-from .store.migrate import pending
-from .store.models import attributes, objects
+from ..keyhsm import IntegrityError, KekRevoked, KeyHsmError, envelope
+from ..operations.objects import _aad_context, sealed_of
+from ..protocol import ttlv
+from ..store import ObjectRow
+from ..store.migrate import pending
+from ..store.models import attributes, objects
 
 PAGE = 500
 MAX_LISTED = 50  # problems printed in full; the count is always exact

@@ -15,9 +15,9 @@ from kmip.core import enums
 from kmip.core.enums import Operation, ResultReason
 from kmip.core.enums import Tags as T
 
-from .client import request
-from .protocol import messages, ttlv
-from .protocol.errors import KmipError
+from kmip_bridge.client import request
+from kmip_bridge.protocol import messages, ttlv
+from kmip_bridge.protocol.errors import KmipError
 
 HEADER = struct.Struct(">3sBI")
 INTERESTING_LENGTHS = (0, 1, 4, 7, 8, 9, 16, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF, 1 << 20)

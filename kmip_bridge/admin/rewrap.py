@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .keyhsm import IntegrityError
-from .operations.objects import _aad_context, sealed_columns, sealed_of
-from .store import Store
+from ..keyhsm import IntegrityError
+from ..operations.objects import _aad_context, sealed_columns, sealed_of
+from ..store import Store
 
 MAX_PASSES = 5
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .keyhsm import IntegrityError, KekRevoked, KeyHsmError
-from .operations.objects import _aad_context, sealed_of
-from .store import Store
+from ..keyhsm import IntegrityError, KekRevoked, KeyHsmError
+from ..operations.objects import _aad_context, sealed_of
+from ..store import Store
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from ..config import DEFAULT_MODULE, Settings, load
 from . import pki
-from .config import DEFAULT_MODULE, Settings, load
 
 TOKEN_LABEL = "kmip-bridge"
 
@@ -159,8 +159,8 @@ def init_instance(
     if settings.keyhsm.softhsm2_conf is not None:
         _init_token(settings.keyhsm.softhsm2_conf.parent)
 
-    from .store import Store
-    from .store.migrate import upgrade
+    from ..store import Store
+    from ..store.migrate import upgrade
 
     store = Store(settings.database.url, pool_size=1)
     try:
@@ -168,8 +168,8 @@ def init_instance(
     finally:
         store.close()
 
-    from .app import open_keyhsm
-    from .keyhsm import KekNotFound
+    from ..app import open_keyhsm
+    from ..keyhsm import KekNotFound
 
     hsm = open_keyhsm(settings)
     try:
