@@ -157,9 +157,9 @@ def _check_writable(ctx: RequestContext, row: ObjectRow, attr: Attribute, existi
         raise ctx.wrong_state(f"'{attr.name}' can only be changed while the object is {when}")
     # Protection only ratchets up: once Sensitive, always; once not Extractable, never again.
     current = objects.from_row(existing[0]).value.value if existing else None
-    if attr.name == "Sensitive" and current is True and attr.value.value is False:
+    if attr.name == "Sensitive" and objects.flag(current, False) and attr.value.value is False:
         raise _read_only(ctx, attr.name, "set back to false")
-    if attr.name == "Extractable" and current is False and attr.value.value is True:
+    if attr.name == "Extractable" and not objects.flag(current, True) and attr.value.value is True:
         raise _read_only(ctx, attr.name, "set back to true")
 
 

@@ -431,6 +431,7 @@ def test_walk_protected_key_never_comes_back(conns: dict[str, Conn], seen: list[
         alice.ok(Operation.GET, uid_(known), wrapping(target))  # wrapping *with* it reveals nothing
         alice.ok(Operation.GET_ATTRIBUTES, uid_(target))
         alice.ok(Operation.ENCRYPT, uid_(target), ECB, ttlv.bytes_(T.DATA, bytes(32)))
+        alice.ok(Operation.MAC, uid_(target), ttlv.bytes_(T.DATA, bytes(32)))  # AES-CMAC
         outputs = []
         for method, params in methods:  # the protected key as the base
             for otype in (enums.ObjectType.SYMMETRIC_KEY, enums.ObjectType.SECRET_DATA):
