@@ -42,6 +42,7 @@ from kmip.core.enums import (
 from kmip.core.enums import Tags as T
 
 from ..protocol import ttlv
+from ..protocol.attributes import Attribute
 from ..protocol.errors import KmipError, invalid_field, missing
 from ..protocol.ttlv import Item, Type
 from . import create, export, formats, keys, objects
@@ -193,6 +194,10 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         # E_K(protected bytes) under a base key K the caller knows is the protected key, in effect.
         inherited.append(export.derivation_input(ctx, row, role))
     attrs, history = export.derived_protection(ctx, inherited, attrs)
+    if keys.value(attrs, "Operation Policy Name") is None and rows[0].policy not in (None, "", "default"):
+        # The base key's owner owns the derived key: by default under the base key's policy, so
+        # whoever that policy lets derive may also use what was derived as it allows.
+        attrs.append(Attribute("Operation Policy Name", objects.value_item(Type.TEXT_STRING, rows[0].policy)))
     base = objects.open_material(ctx, rows[0])
     block = formats.block_of(base)
     data = params.value_of(T.DERIVATION_DATA.value)

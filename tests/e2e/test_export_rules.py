@@ -14,7 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import hashes, keywrap
+from cryptography.hazmat.primitives import hashes, keywrap, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from kmip.core import enums
@@ -161,6 +162,11 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Instance:
     inst.client("alice", "tenant-a")
     inst.client("carol", "readers")
     inst.client("dave", "wrappers")
+    inst.client("erin", "derivers")
+    # A policy letting "derivers" derive from (only) the objects that select it.
+    (inst.dir / "policies" / "shared-derive.yaml").write_text(
+        "policy: shared-derive\nrules:\n  - groups: ['*']\n    operations: ['*']\n    scope: owner\n"
+        "  - groups: [derivers]\n    operations: [DeriveKey, GetAttributes]\n    scope: any\n")
     return inst
 
 
@@ -178,7 +184,8 @@ def seen() -> list[Item]:
 
 @pytest.fixture(scope="module")
 def conns(server: Server, instance: Instance, seen: list[Item]) -> Iterator[dict[str, Conn]]:
-    cs = {n: Conn(server, instance, n, seen if n == "alice" else []) for n in ("alice", "carol", "dave", "admin")}
+    names = ("alice", "carol", "dave", "erin", "admin")
+    cs = {n: Conn(server, instance, n, seen if n == "alice" else []) for n in names}
     yield cs
     for c in cs.values():
         c.close()
@@ -305,6 +312,22 @@ def test_rekey_by_admin_keeps_owner_and_tenant_kek(conns: dict[str, Conn], insta
     own = admin.register_key(secrets.token_bytes(32))
     owner, kek = stored(instance, admin.ok(Operation.REKEY, uid_(own)).value_of(T.UNIQUE_IDENTIFIER.value))  # type: ignore[arg-type]
     assert owner == "admin" and kek.startswith("default-v")
+
+
+def test_derived_key_belongs_to_the_base_keys_owner(conns: dict[str, Conn], instance: Instance) -> None:
+    alice, erin = conns["alice"], conns["erin"]
+    base = alice.register_key(secrets.token_bytes(32), mask(U.DERIVE_KEY.value), policy("shared-derive"))
+    out = derived(erin.derive([base], DM.HKDF, [SHA256, ttlv.bytes_(T.DERIVATION_DATA, b"erin")]))
+    owner, kek = stored(instance, out)
+    assert owner == "alice" and kek.startswith("kek_a-v")
+    # ... under the base key's policy: erin may use it as that policy says (derive), not read it.
+    assert erin.attributes(out, "Operation Policy Name") == {"Operation Policy Name": "shared-derive"}
+    erin.fails(ResultReason.PERMISSION_DENIED, Operation.GET, uid_(out))
+    assert len(alice.key_bytes(out)) == 32
+    # Control: erin's derivation from her own key is hers, under the default KEK.
+    own = erin.register_key(secrets.token_bytes(32), mask(U.DERIVE_KEY.value))
+    mine = derived(erin.derive([own], DM.HKDF, [SHA256, ttlv.bytes_(T.DERIVATION_DATA, b"erin")]))
+    assert stored(instance, mine)[0] == "erin" and stored(instance, mine)[1].startswith("default-v")
 
 
 def test_replacement_is_never_less_protected(conns: dict[str, Conn]) -> None:
@@ -460,3 +483,37 @@ def test_walk_protected_key_never_comes_back(conns: dict[str, Conn], seen: list[
     plain = alice.register_key(plain_bytes, mask(all_uses))
     alice.key_bytes(derived(alice.derive([known, plain], DM.ENCRYPT, [ECB])))
     assert any(plain_bytes in u for b in _strings(seen[-1]) for u in _undo(b, k))
+
+
+def test_walk_private_key_never_comes_back(conns: dict[str, Conn], seen: list[Item]) -> None:
+    """The same walk for a non-extractable Private Key: Get in every format, wrapped, Sign."""
+    alice = conns["alice"]
+    seen.clear()
+    k = secrets.token_bytes(32)
+    known = alice.register_key(k, mask(U.WRAP_KEY.value))
+    key = rsa.generate_private_key(65537, 2048)
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
+                            serialization.NoEncryption())
+    d = key.private_numbers().d.to_bytes(256, "big").lstrip(b"\0")
+    out = alice.ok(Operation.REGISTER, ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.PRIVATE_KEY),
+                   ttlv.struct_(T.TEMPLATE_ATTRIBUTE, [mask(U.SIGN.value), flag("Extractable", False)]),
+                   ttlv.struct_(T.PRIVATE_KEY, [ttlv.struct_(T.KEY_BLOCK, [
+                       ttlv.enum(T.KEY_FORMAT_TYPE, enums.KeyFormatType.PKCS_1),
+                       ttlv.struct_(T.KEY_VALUE, [ttlv.bytes_(T.KEY_MATERIAL, der)]),
+                       ttlv.enum(T.CRYPTOGRAPHIC_ALGORITHM, enums.CryptographicAlgorithm.RSA),
+                       ttlv.integer(T.CRYPTOGRAPHIC_LENGTH, 2048)])]))
+    uid: str = out.value_of(T.UNIQUE_IDENTIFIER.value)  # type: ignore[assignment]
+    alice.ok(Operation.ACTIVATE, uid_(uid))
+    for kf in (None, enums.KeyFormatType.PKCS_8, enums.KeyFormatType.TRANSPARENT_RSA_PRIVATE_KEY):
+        fields = [ttlv.enum(T.KEY_FORMAT_TYPE, kf)] if kf is not None else []
+        alice.fails(ResultReason.NOT_EXTRACTABLE, Operation.GET, uid_(uid), *fields)
+        alice.fails(ResultReason.NOT_EXTRACTABLE, Operation.GET, uid_(uid), *fields, wrapping(known))
+    alice.ok(Operation.SIGN, uid_(uid), ttlv.struct_(T.CRYPTOGRAPHIC_PARAMETERS, [
+        ttlv.enum(T.DIGITAL_SIGNATURE_ALGORITHM, enums.DigitalSignatureAlgorithm.SHA256_WITH_RSA_ENCRYPTION)]),
+        ttlv.bytes_(T.DATA, b"message"))
+    alice.ok(Operation.GET_ATTRIBUTES, uid_(uid))
+    blobs = [b for response in seen for b in _strings(response)]
+    assert blobs
+    for blob in blobs:
+        for undone in _undo(blob, k):
+            assert der not in undone and d not in undone
