@@ -239,7 +239,7 @@ _PROTECTABLE = {ObjectType.SYMMETRIC_KEY.value, ObjectType.PRIVATE_KEY.value, Ob
 
 def flag(value: object, default: bool) -> bool:
     """A stored Sensitive/Extractable value as a bool. Values are type-checked as Booleans on
-    the way in (attribute_types); an older row holding anything else reads as the protective
+    the way in (protocol/attributes.TYPES); an older row holding anything else reads as the protective
     answer, never as the permissive one."""
     if isinstance(value, bool):
         return value
