@@ -37,6 +37,9 @@ class ServerSettings:
     max_batch_items: int = 1000  # a request with more gets one Invalid Message failure
     max_depth: int = 32  # TTLV structure nesting
     max_items: int = 100_000  # TTLV items in one message
+    # CPU work one request may ask for, in HMAC calls (PBKDF2: iterations x output
+    # blocks); beyond it the item fails with Invalid Field (docs/security.md, resource budgets).
+    max_request_work: int = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError("server.max_message_size: must be at least 1024 bytes")
     if s.max_connections < 1:
         raise ConfigError("server.max_connections: must be at least 1")
-    for key in ("max_batch_items", "max_depth", "max_items"):
+    for key in ("max_batch_items", "max_depth", "max_items", "max_request_work"):
         if getattr(s, key) < 1:
             raise ConfigError(f"server.{key}: must be at least 1")
     if s.max_depth > 256:  # the decoder recurses once per level

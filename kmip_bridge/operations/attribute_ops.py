@@ -146,22 +146,20 @@ def _check_writable(ctx: RequestContext, row: ObjectRow, attr: Attribute, existi
             ctx, ResultReason.INVALID_FIELD, ResultReason.UNSUPPORTED_ATTRIBUTE,
             f"'{attr.name}' is not an attribute this server knows (custom ones start with x- or y-)",
         )
-    type_, states = rule
+    _type, states = rule
     bad_name = attr.name == "Name" and (attr.value.type != Type.STRUCTURE or not isinstance(
         attr.value.value_of(T.NAME_VALUE.value), str))
-    if attr.value.type != type_ or bad_name:
-        raise _by_version(
-            ctx, ResultReason.INVALID_FIELD, ResultReason.INVALID_ATTRIBUTE_VALUE,
-            f"attribute '{attr.name}' has a value of the wrong type or shape",
-        )
+    problem = wire.type_problem(attr) or (f"attribute '{attr.name}' has no Name Value" if bad_name else None)
+    if problem is not None:
+        raise _by_version(ctx, ResultReason.INVALID_FIELD, ResultReason.INVALID_ATTRIBUTE_VALUE, problem)
     if states is not None and row.state not in states:
         when = "Pre-Active" if states == _PRE_ACTIVE else "Pre-Active or Active"
         raise ctx.wrong_state(f"'{attr.name}' can only be changed while the object is {when}")
     # Protection only ratchets up: once Sensitive, always; once not Extractable, never again.
     current = objects.from_row(existing[0]).value.value if existing else None
-    if attr.name == "Sensitive" and current is True and attr.value.value is False:
+    if attr.name == "Sensitive" and objects.flag(current, False) and attr.value.value is False:
         raise _read_only(ctx, attr.name, "set back to false")
-    if attr.name == "Extractable" and current is False and attr.value.value is True:
+    if attr.name == "Extractable" and not objects.flag(current, True) and attr.value.value is True:
         raise _read_only(ctx, attr.name, "set back to true")
 
 

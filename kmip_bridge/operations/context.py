@@ -28,6 +28,7 @@ class Services:
     # group -> KEK name for tenants with their own KEK
     tenant_keks: Mapping[str, str] = field(default_factory=dict)
     audit: AuditLog | None = None  # the hash-chained audit file; None when audit.enabled is false
+    max_request_work: int = 4_000_000  # server.max_request_work: HMAC calls one request may cost
 
 
 @dataclass
@@ -44,6 +45,17 @@ class RequestContext:
     # Set while a read-modify-write item runs in its own unit of work: the target's row is then
     # read FOR UPDATE (dispatch._call), so concurrent changes of one object queue, not collide.
     lock_target: bool = False
+    work_spent: int = 0  # CPU work charged so far to this message (see charge_work)
+
+    def charge_work(self, units: int, what: str) -> None:
+        """Charges slow, client-sized work (HMAC calls) to this message's budget *before* doing
+        it: the budget is per request, so a batch of many cheap-looking items cannot add up to
+        minutes of CPU. Over budget, the item fails and nothing of it is done."""
+        if self.work_spent + units > self.services.max_request_work:
+            raise KmipError(ResultReason.INVALID_FIELD,
+                            f"{what} would exceed this request's work budget (server.max_request_work = "
+                            f"{self.services.max_request_work} HMAC calls; {self.work_spent} already spent)")
+        self.work_spent += units
 
     def kek_for_identity(self) -> str | None:
         """The tenant KEK of the caller's groups (first by name), or None for the default KEK."""

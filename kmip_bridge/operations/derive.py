@@ -11,7 +11,9 @@ to the requested Cryptographic Length; a method whose output is too short fails)
 - NIST800-108-C: SP 800-108 counter-mode KDF with HMAC, D as the fixed input.
 - ENCRYPT: D encrypted under the base key (AES, 3DES or Blowfish; ECB, CBC or CTR, Initialization
   Vector as given; padding None or PKCS5).
-The second Unique Identifier, if any, names Secret Data that supplies D.
+The second Unique Identifier, if any, names a Symmetric Key or Secret Data whose bytes are D.
+Both inputs need Derive Key usage; the new object is as Sensitive / non-Extractable as its most
+protected input (export.derived_protection), and belongs to the base key's owner and tenant KEK.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from kmip.core.enums import (
     BlockCipherMode,
     CryptographicAlgorithm,
-    CryptographicUsageMask,
     DerivationMethod,
     HashingAlgorithm,
     KeyFormatType,
@@ -41,9 +42,10 @@ from kmip.core.enums import (
 from kmip.core.enums import Tags as T
 
 from ..protocol import ttlv
+from ..protocol.attributes import Attribute
 from ..protocol.errors import KmipError, invalid_field, missing
 from ..protocol.ttlv import Item, Type
-from . import create, formats, keys, objects
+from . import create, export, formats, keys, objects
 from .context import RequestContext
 from .key_wrap import hash_for, unsupported
 
@@ -82,6 +84,9 @@ def _pbkdf2(ctx: RequestContext, i: _Inputs, n: int) -> bytes:
     if not 1 <= count <= MAX_ITERATIONS:
         raise invalid_field(f"Iteration Count must be 1 to {MAX_ITERATIONS}")
     algorithm = hash_for(ctx, i.crypto_param(T.HASHING_ALGORITHM), HashingAlgorithm.SHA_1.value)
+    # The cost is iterations per output block of the hash, times the blocks asked for (RFC 8018
+    # §5.2): 8192 bits of SHA-1 output is 410 blocks, 410 times the iterations.
+    ctx.charge_work(count * -(-n // algorithm.digest_size), "this PBKDF2 derivation")
     return PBKDF2HMAC(algorithm, n, salt, count).derive(i.key)
 
 
@@ -180,12 +185,19 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         raise invalid_field("deriving a Symmetric Key needs a Cryptographic Algorithm")
 
     rows = [objects.load_visible(ctx, u) for u in uids]  # type: ignore[arg-type]
-    for row, role in zip(rows, ("base key", "derivation data secret"), strict=False):
+    inherited = []
+    for row, role in zip(rows, ("base key", "derivation data object"), strict=False):
         if row.object_type not in _BASE_TYPES or not row.has_material:
             raise keys.by_version(ctx, ResultReason.INVALID_FIELD, ResultReason.INVALID_OBJECT_TYPE,
                                   f"the {role} must be an existing Symmetric Key or Secret Data")
-        keys.require_usable(ctx, row, CryptographicUsageMask.DERIVE_KEY.value, role,
-                            pre_active_ok=ctx.services.policy.derive_from_pre_active)
+        # Every input is checked and passes its protection on (export rules follow the material):
+        # E_K(protected bytes) under a base key K the caller knows is the protected key, in effect.
+        inherited.append(export.derivation_input(ctx, row, role))
+    attrs, history = export.derived_protection(ctx, inherited, attrs)
+    if keys.value(attrs, "Operation Policy Name") is None and rows[0].policy not in (None, "", "default"):
+        # The base key's owner owns the derived key: by default under the base key's policy, so
+        # whoever that policy lets derive may also use what was derived as it allows.
+        attrs.append(Attribute("Operation Policy Name", objects.value_item(Type.TEXT_STRING, rows[0].policy)))
     base = objects.open_material(ctx, rows[0])
     block = formats.block_of(base)
     data = params.value_of(T.DERIVATION_DATA.value)
@@ -218,6 +230,8 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         for row in {r.uid: r for r in rows}.values():
             link = keys.link_row(ctx, row.uid, LinkType.DERIVED_KEY_LINK.value, new_uid)
             objects.update(ctx, row, add=[link])
+        # Owned by the base key's owner, sealed under its tenant KEK, whoever derives.
         objects.insert_new(ctx, object_type, obj, attrs,  # type: ignore[arg-type]
-                           state=keys.initial_state(attrs, objects.now()), uid=new_uid)
+                           state=keys.initial_state(attrs, objects.now()), uid=new_uid,
+                           origin=objects.origin_of(rows[0]), history=history)
     return objects.uid_payload(new_uid)

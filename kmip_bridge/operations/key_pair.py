@@ -18,7 +18,7 @@ from ..protocol import ttlv
 from ..protocol.attributes import Attribute
 from ..protocol.errors import KmipError, invalid_field
 from ..protocol.ttlv import Item, Type
-from . import create, formats, keys, objects
+from . import create, export, formats, keys, objects
 from .context import RequestContext
 
 A = CryptographicAlgorithm
@@ -125,6 +125,7 @@ def _response(priv_uid: str, pub_uid: str) -> Item:
 def _store_pair(
     ctx: RequestContext, key: formats.PrivateKey, algorithm: int, length: int,
     priv_attrs: list[Attribute], pub_attrs: list[Attribute], priv_uid: str, pub_uid: str,
+    origins: tuple[objects.Origin, objects.Origin] | None = None,
 ) -> None:
     """Seals and inserts both halves, linked to each other (caller holds the unit of work)."""
     priv_obj, pub_obj = pair_objects(key, algorithm, length)
@@ -133,10 +134,11 @@ def _store_pair(
     pub_attrs = pub_attrs + create.generation_attributes(pub_attrs)
     priv_attrs = keys.with_link(_with_key_facts(priv_attrs, algorithm, length), LinkType.PUBLIC_KEY_LINK.value, pub_uid)
     pub_attrs = keys.with_link(_with_key_facts(pub_attrs, algorithm, length), LinkType.PRIVATE_KEY_LINK.value, priv_uid)
+    priv_origin, pub_origin = origins if origins is not None else (None, None)
     objects.insert_new(ctx, ObjectType.PUBLIC_KEY.value, pub_obj, pub_attrs,
-                       state=keys.initial_state(pub_attrs, now), uid=pub_uid)
+                       state=keys.initial_state(pub_attrs, now), uid=pub_uid, origin=pub_origin)
     objects.insert_new(ctx, ObjectType.PRIVATE_KEY.value, priv_obj, priv_attrs,
-                       state=keys.initial_state(priv_attrs, now), uid=priv_uid)
+                       state=keys.initial_state(priv_attrs, now), uid=priv_uid, origin=priv_origin)
 
 
 # -- operations ------------------------------------------------------------------------------------
@@ -178,6 +180,8 @@ def rekey_key_pair(ctx: RequestContext, payload: Item) -> Item:
         old_priv, objects.client_attributes(keys.override(common, priv_t)), offset, now)
     pub_attrs = keys.replacement_attributes(
         old_pub, objects.client_attributes(keys.override(common, pub_t)), offset, now)
+    priv_attrs = export.replacement(ctx, row, priv_attrs)
+    pub_attrs = export.replacement(ctx, pub_row, pub_attrs)
     algorithm = keys.value(priv_attrs, "Cryptographic Algorithm")
     if not isinstance(algorithm, int):
         algorithm = A.RSA.value if isinstance(key, rsa.RSAPrivateKey) else (
@@ -192,6 +196,8 @@ def rekey_key_pair(ctx: RequestContext, payload: Item) -> Item:
         objects.update(ctx, row, **keys.retire_row_changes(ctx, row, new_priv, LinkType.REPLACEMENT_OBJECT_LINK.value))
         objects.update(ctx, pub_row,
                        **keys.retire_row_changes(ctx, pub_row, new_pub, LinkType.REPLACEMENT_OBJECT_LINK.value))
-        _store_pair(ctx, key, algorithm, length, priv_attrs, pub_attrs, new_priv, new_pub)
+        # The new pair stays the old pair's owner's, under its tenant KEK, whoever re-keys.
+        _store_pair(ctx, key, algorithm, length, priv_attrs, pub_attrs, new_priv, new_pub,
+                    origins=(objects.origin_of(row), objects.origin_of(pub_row)))
     ctx.id_placeholder = new_priv
     return _response(new_priv, new_pub)

@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from kmip.core.enums import (
     BlockCipherMode,
     CryptographicAlgorithm,
-    CryptographicUsageMask,
     EncodingOption,
     HashingAlgorithm,
     MaskGenerator,
@@ -32,10 +31,10 @@ from kmip.core.enums import Tags as T
 
 from ..protocol import attributes as wire
 from ..protocol import ttlv
-from ..protocol.errors import KmipError, invalid_field, not_found
+from ..protocol.errors import KmipError, invalid_field
 from ..protocol.ttlv import Item, Type
 from ..store import ObjectRow
-from . import formats, keys, objects
+from . import export, formats, keys, objects
 from .context import RequestContext
 
 HASHES: dict[int, type[hashes.HashAlgorithm]] = {
@@ -69,33 +68,19 @@ def unsupported(ctx: RequestContext, message: str) -> KmipError:
 def prepare_for_get(ctx: RequestContext, row: ObjectRow, obj: Item, payload: Item | None) -> Item:
     """``obj`` as Get returns it for this request."""
     spec = payload.get(T.KEY_WRAPPING_SPECIFICATION.value) if payload is not None else None
-    _check_export(ctx, row, wrapped=spec is not None)
+    protection = export.require_export(ctx, row, wrapped=spec is not None)
     wanted = payload.value_of(T.KEY_FORMAT_TYPE.value) if payload is not None else None
     if wanted is not None:
         if not isinstance(wanted, int):
             raise invalid_field("Key Format Type must be an enumeration")
         obj = formats.convert(obj, row.object_type, wanted)
     if spec is not None:
-        obj = wrap(ctx, row, obj, spec)
+        obj = wrap(ctx, row, obj, spec, protection)
     return obj
 
 
-def _check_export(ctx: RequestContext, row: ObjectRow, wrapped: bool) -> None:
-    flags = {
-        r.name: objects.from_row(r).value.value
-        for r in ctx.services.store.load_attributes(row.uid, ["Sensitive", "Extractable"])
-    }
-    precise = ctx.version >= (1, 4)  # Sensitive / Not Extractable reasons came with KMIP 1.4
-    if flags.get("Extractable") is False:
-        raise KmipError(ResultReason.NOT_EXTRACTABLE if precise else ResultReason.PERMISSION_DENIED,
-                        "the object is not extractable")
-    if flags.get("Sensitive") is True and not wrapped:
-        raise KmipError(ResultReason.SENSITIVE if precise else ResultReason.PERMISSION_DENIED,
-                        "the object is sensitive: it can only be returned wrapped")
-
-
 # -- wrapping --------------------------------------------------------------------------------------
-def wrap(ctx: RequestContext, row: ObjectRow, obj: Item, spec: Item) -> Item:
+def wrap(ctx: RequestContext, row: ObjectRow, obj: Item, spec: Item, protection: export.Protection) -> Item:
     if spec.value_of(T.WRAPPING_METHOD.value) != WrappingMethod.ENCRYPT.value:
         raise KmipError(ResultReason.FEATURE_NOT_SUPPORTED, "only Wrapping Method Encrypt is supported")
     if spec.get(T.MAC_SIGNATURE_KEY_INFORMATION.value) is not None:
@@ -127,7 +112,7 @@ def wrap(ctx: RequestContext, row: ObjectRow, obj: Item, spec: Item) -> Item:
     else:
         raise KmipError(ResultReason.ENCODING_OPTION_ERROR, "unknown Encoding Option")
 
-    wrapping_row = _wrapping_key(ctx, wrapping_uid)
+    wrapping_row = export.wrapping_key(ctx, wrapping_uid, protection)
     params = info.get(T.CRYPTOGRAPHIC_PARAMETERS.value) or _stored_parameters(ctx, wrapping_uid)
     try:
         wrapped = _encrypt(ctx, wrapping_row, objects.open_material(ctx, wrapping_row), params, data)
@@ -164,22 +149,6 @@ def _key_value_with(ctx: RequestContext, row: ObjectRow, value: Item, names: lis
     else:
         extra = [wire.to_v1(a) for a in attrs]
     return ttlv.struct_(T.KEY_VALUE, [*material, *extra])
-
-
-def _wrapping_key(ctx: RequestContext, uid: str) -> ObjectRow:
-    try:
-        row = objects.load_visible(ctx, uid)
-    except KmipError as exc:
-        if exc.reason in (ResultReason.ITEM_NOT_FOUND.value, ResultReason.OBJECT_NOT_FOUND.value):
-            if ctx.v2:
-                raise KmipError(ResultReason.WRAPPING_OBJECT_NOT_FOUND, "wrapping key not found") from None
-            raise not_found("wrapping key") from None
-        raise
-    if not row.has_material:
-        raise keys.by_version(ctx, ResultReason.ITEM_NOT_FOUND, ResultReason.WRAPPING_OBJECT_DESTROYED,
-                              "the wrapping key was destroyed")
-    keys.require_usable(ctx, row, CryptographicUsageMask.WRAP_KEY.value, "wrapping key")
-    return row
 
 
 def _stored_parameters(ctx: RequestContext, uid: str) -> Item | None:

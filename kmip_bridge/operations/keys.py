@@ -131,23 +131,32 @@ def initial_state(attrs: Iterable[Attribute], now: int) -> int:
     return State.ACTIVE.value
 
 
+def usage_mask(ctx: RequestContext, row: ObjectRow) -> int | None:
+    """The object's Cryptographic Usage Mask, or None if it has none. A stored value that is not
+    an Integer (rows from before attribute types were checked) grants nothing."""
+    masks = ctx.services.store.load_attributes(row.uid, ["Cryptographic Usage Mask"])
+    if not masks:
+        return None
+    mask = objects.from_row(masks[0]).value.value
+    return mask if isinstance(mask, int) and not isinstance(mask, bool) else 0
+
+
 def require_usable(
-    ctx: RequestContext, row: ObjectRow, usage_bit: int, role: str, pre_active_ok: bool = False
+    ctx: RequestContext, row: ObjectRow, usage_bit: int, role: str, pre_active_ok: bool = False,
+    mask_required: bool = False,
 ) -> None:
     """A key used by the server on the caller's behalf (to wrap, to derive from) must be Active
     (or, where the caller allows it, Pre-Active) and, when it declares a Cryptographic Usage
-    Mask, allow that use."""
+    Mask (``mask_required``: in any case), allow that use."""
     allowed = (State.ACTIVE.value, State.PRE_ACTIVE.value) if pre_active_ok else (State.ACTIVE.value,)
     if row.state not in allowed:
         raise ctx.wrong_state(f"the {role} is not Active")
-    masks = ctx.services.store.load_attributes(row.uid, ["Cryptographic Usage Mask"])
-    if masks:
-        mask = objects.from_row(masks[0]).value.value
-        if isinstance(mask, int) and not mask & usage_bit:
-            raise by_version(
-                ctx, ResultReason.PERMISSION_DENIED, ResultReason.INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
-                f"the {role}'s Cryptographic Usage Mask does not allow this use",
-            )
+    mask = usage_mask(ctx, row)
+    if (mask is None and mask_required) or (mask is not None and not mask & usage_bit):
+        raise by_version(
+            ctx, ResultReason.PERMISSION_DENIED, ResultReason.INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
+            f"the {role}'s Cryptographic Usage Mask does not allow this use",
+        )
 
 
 # -- replacement keys (ReKey, ReKeyKeyPair) --------------------------------------------------------

@@ -166,7 +166,8 @@ def prepare(
         raise KmipError(reason, f"this operation cannot use an object of type {ObjectType(row.object_type).name}")
     _check_state(ctx, row, attrs, protect)
     mask = _value(attrs, "Cryptographic Usage Mask")
-    if isinstance(mask, int) and not mask & usage:
+    # A mask that is not an Integer (only rows older than the attribute type checks) grants nothing.
+    if mask is not None and (not isinstance(mask, int) or isinstance(mask, bool) or not mask & usage):
         reason = ResultReason.INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK if ctx.v2 else ResultReason.PERMISSION_DENIED
         raise KmipError(reason, "the key's Cryptographic Usage Mask does not allow this operation")
     # The request's parameters replace the key's attribute as a whole (KMIP: "if none are

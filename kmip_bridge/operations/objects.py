@@ -10,11 +10,14 @@ import hashlib
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from kmip.core.enums import ObjectType, Operation, ProtectionStorageMask, ResultReason, State
 from kmip.core.enums import Tags as T
 
 from ..keyhsm import Sealed
+from ..keyhsm.kek import parse_label
+from ..policy.rules import WRAP_KEY
 from ..protocol import attributes as wire
 from ..protocol import ttlv
 from ..protocol.attributes import Attribute
@@ -111,6 +114,9 @@ def client_attributes(attrs: Iterable[Attribute]) -> list[Attribute]:
             raise KmipError(ResultReason.INVALID_FIELD, f"attribute '{a.name}' is set by the server")
         if a.name == "Object Type":
             continue
+        problem = wire.type_problem(a)
+        if problem is not None:
+            raise KmipError(ResultReason.INVALID_FIELD, problem)
         count = seen.get(a.name, 0)
         if count and a.name not in MULTI_VALUED and not wire.is_custom(a.name):
             raise KmipError(ResultReason.INVALID_FIELD, f"attribute '{a.name}' is single-valued")
@@ -143,30 +149,35 @@ def target_uid(ctx: RequestContext, payload: Item | None) -> str:
     return uid
 
 
-def load_visible(ctx: RequestContext, uid: str) -> ObjectRow:
+def load_visible(ctx: RequestContext, uid: str, operation: int | None = None) -> ObjectRow:
     """The object, if it exists and the caller may see it (otherwise the same 'not found' as for
     an object that does not exist, so ids of other tenants are not revealed), and if the current
-    operation is permitted on it (otherwise Permission Denied)."""
+    operation (or ``operation``: e.g. WrapKey for a Get's wrapping key) is permitted on it
+    (otherwise Permission Denied)."""
     policy = ctx.services.policy
     row = ctx.services.store.load_object(uid, for_update=ctx.lock_target)
     if row is None or not policy.visible(ctx.identity, row.object_type, row.owner, row.policy):
         raise KmipError(ResultReason.OBJECT_NOT_FOUND, "object not found") if ctx.v2 else not_found()
-    if ctx.operation is not None and not policy.allowed(
-        ctx.identity, ctx.operation, row.object_type, row.owner, row.policy
+    operation = operation if operation is not None else ctx.operation
+    if operation is not None and not policy.allowed(
+        ctx.identity, operation, row.object_type, row.owner, row.policy
     ):
-        raise KmipError(ResultReason.PERMISSION_DENIED, f"{_op_name(ctx.operation)} is not permitted on this object")
+        raise KmipError(ResultReason.PERMISSION_DENIED, f"{_op_name(operation)} is not permitted on this object")
     return row
 
 
 def _op_name(operation: int) -> str:
+    if operation == WRAP_KEY:
+        return "wrapping with this key (WrapKey)"
     try:
         return "".join(w.title() for w in Operation(operation).name.split("_"))
     except ValueError:
         return "this operation"
 
 
-def authorize_new(ctx: RequestContext, object_type: int, attrs: list[Attribute]) -> str:
-    """Checks the caller may create such an object; returns its Operation Policy Name."""
+def authorize_new(ctx: RequestContext, object_type: int, attrs: list[Attribute], owner: str | None = None) -> str:
+    """Checks the caller may create such an object (for ``owner``; None: for itself); returns its
+    Operation Policy Name."""
     policy_name = "default"
     for a in attrs:
         if a.name == "Operation Policy Name":
@@ -176,7 +187,7 @@ def authorize_new(ctx: RequestContext, object_type: int, attrs: list[Attribute])
     if policy_name not in ctx.services.policy.policy_names():
         raise KmipError(ResultReason.INVALID_FIELD, f"unknown Operation Policy Name '{policy_name}'")
     if ctx.operation is not None and not ctx.services.policy.allowed(
-        ctx.identity, ctx.operation, object_type, None, policy_name
+        ctx.identity, ctx.operation, object_type, owner, policy_name
     ):
         raise KmipError(
             ResultReason.PERMISSION_DENIED, f"{_op_name(ctx.operation)} of this object type is not permitted"
@@ -226,18 +237,55 @@ def open_material(ctx: RequestContext, row: ObjectRow) -> Item:
 _PROTECTABLE = {ObjectType.SYMMETRIC_KEY.value, ObjectType.PRIVATE_KEY.value, ObjectType.PUBLIC_KEY.value}
 
 
-def _protection_defaults(attrs: list[Attribute]) -> list[Attribute]:
+def flag(value: object, default: bool) -> bool:
+    """A stored Sensitive/Extractable value as a bool. Values are type-checked as Booleans on
+    the way in (protocol/attributes.TYPES); an older row holding anything else reads as the protective
+    answer, never as the permissive one."""
+    if isinstance(value, bool):
+        return value
+    return not default if value is not None else default
+
+
+@dataclass(frozen=True)
+class History:
+    """What the inputs of a derived object guarantee: whether every one was always Sensitive and
+    never Extractable (KMIP Always Sensitive / Never Extractable, as PKCS#11 carries
+    CKA_ALWAYS_SENSITIVE and CKA_NEVER_EXTRACTABLE to derived keys)."""
+
+    always_sensitive: bool
+    never_extractable: bool
+
+
+def _protection_defaults(attrs: list[Attribute], history: History | None) -> list[Attribute]:
     given = {a.name: a.value.value for a in attrs}
     out = []
-    sensitive = bool(given.get("Sensitive", False))
-    extractable = bool(given.get("Extractable", True))
+    sensitive = flag(given.get("Sensitive"), False)
+    extractable = flag(given.get("Extractable"), True)
     if "Sensitive" not in given:
         out.append(Attribute("Sensitive", value_item(Type.BOOLEAN, sensitive)))
     if "Extractable" not in given:
         out.append(Attribute("Extractable", value_item(Type.BOOLEAN, extractable)))
-    out.append(Attribute("Always Sensitive", value_item(Type.BOOLEAN, sensitive)))
-    out.append(Attribute("Never Extractable", value_item(Type.BOOLEAN, not extractable)))
+    always = sensitive and (history is None or history.always_sensitive)
+    never = not extractable and (history is None or history.never_extractable)
+    out.append(Attribute("Always Sensitive", value_item(Type.BOOLEAN, always)))
+    out.append(Attribute("Never Extractable", value_item(Type.BOOLEAN, never)))
     return out
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Whose a new object is and which KEK seals it, when it comes from another object (a
+    replacement, a derived key): the source's owner and tenant KEK, whoever asks."""
+
+    owner: str
+    kek_name: str | None
+
+
+def origin_of(row: ObjectRow) -> Origin:
+    parsed = parse_label(row.kek_label or "")
+    # The KEK *name* (its newest version seals the new object); a non-canonical label cannot
+    # come from this server's own seal, so it falls back to the default KEK.
+    return Origin(row.owner, parsed[0] if parsed is not None else None)
 
 
 def initial_state(attrs: list[Attribute]) -> int:
@@ -255,17 +303,23 @@ def insert_new(
     attrs: list[Attribute],
     state: int | None = None,
     uid: str | None = None,
+    origin: Origin | None = None,
+    history: History | None = None,
 ) -> str:
     """Seals and stores a new object with its attributes in one transaction. ``uid`` is given by
-    operations that must link objects to each other before they exist (key pairs, ReKey)."""
-    policy_name = authorize_new(ctx, object_type, attrs)
+    operations that must link objects to each other before they exist (key pairs, ReKey);
+    ``origin`` by those whose object comes from another (owner and KEK follow the source), and
+    ``history`` by those whose material comes from other objects' material (DeriveKey)."""
+    owner = origin.owner if origin is not None else ctx.identity.name
+    kek_name = origin.kek_name if origin is not None else ctx.kek_for_identity()
+    policy_name = authorize_new(ctx, object_type, attrs, owner if origin is not None else None)
     fresh = all(bool(a.value.value) for a in attrs if a.name == "Fresh")  # Fresh is a column
     attrs = [a for a in attrs if a.name != "Fresh"]
     if state is None:
         state = initial_state(attrs)
     uid = uid or str(uuid.uuid4())
     sealed = ctx.services.keyhsm.seal(
-        uid, ttlv.encode(obj), _aad_context(object_type), kek_name=ctx.kek_for_identity()
+        uid, ttlv.encode(obj), _aad_context(object_type), kek_name=kek_name
     )
     t = now()
     stamp = [
@@ -276,8 +330,9 @@ def insert_new(
     key_digest = formats.digest(object_type, obj)  # see formats: keys and certificates only
     if key_digest is not None:
         stamp.append(Attribute("Digest", key_digest))
-    if object_type in _PROTECTABLE:
-        stamp += _protection_defaults(attrs)
+    if object_type in _PROTECTABLE or (history is not None and any(
+            a.name in ("Sensitive", "Extractable") for a in attrs)):
+        stamp += _protection_defaults(attrs, history)
     # Where the material rests: in software (the database), as ciphertext under an HSM-wrapped DEK.
     stamp.append(Attribute("Protection Storage Mask", value_item(Type.INTEGER, ProtectionStorageMask.SOFTWARE.value)))
     block = obj.get(T.KEY_BLOCK.value)
@@ -290,7 +345,7 @@ def insert_new(
         uid=uid,
         object_type=object_type,
         state=state,
-        owner=ctx.identity.name,
+        owner=owner,
         created_at=time.time_ns() // 1000,
         policy=policy_name,
         fresh=fresh,

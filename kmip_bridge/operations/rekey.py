@@ -1,6 +1,7 @@
 """ReKey: a replacement for a symmetric key — new random material, the old key's attributes
 (KMIP Re-key attribute requirements, see keys.replacement_attributes), and Replacement /
-Replaced Object links between the two, all in one transaction."""
+Replaced Object links between the two, all in one transaction. The replacement keeps the old
+key's owner and tenant KEK whoever calls, and is never less protected than it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from kmip.core.enums import Tags as T
 
 from ..protocol.errors import invalid_field
 from ..protocol.ttlv import Item
-from . import create, keys, objects
+from . import create, export, keys, objects
 from .context import RequestContext
 
 _DES_BYTES = {56: 8, 64: 8, 112: 16, 128: 16, 168: 24, 192: 24}  # (3)DES lengths count parity bits or not
@@ -42,6 +43,7 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
     old = [objects.from_row(r) for r in ctx.services.store.load_attributes(uid)]
     template = objects.client_attributes(objects.request_attributes(ctx, payload))
     attrs = keys.replacement_attributes(old, template, payload.value_of(T.OFFSET.value), now)
+    attrs = export.replacement(ctx, row, attrs)
     algorithm = keys.value(attrs, "Cryptographic Algorithm")
     length = keys.value(attrs, "Cryptographic Length")
     if not isinstance(algorithm, int) or not isinstance(length, int):
@@ -53,6 +55,7 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
     with ctx.services.store.unit_of_work():
         # The old key gives up its Names first, so the replacement can take them over.
         objects.update(ctx, row, **keys.retire_row_changes(ctx, row, new_uid, LinkType.REPLACEMENT_OBJECT_LINK.value))
+        # The replacement stays the old key's owner's, under its tenant KEK, whoever re-keys.
         objects.insert_new(ctx, ObjectType.SYMMETRIC_KEY.value, obj, attrs,
-                           state=keys.initial_state(attrs, now), uid=new_uid)
+                           state=keys.initial_state(attrs, now), uid=new_uid, origin=objects.origin_of(row))
     return objects.uid_payload(new_uid)  # insert_new set the ID placeholder to the new key

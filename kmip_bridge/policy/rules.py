@@ -7,7 +7,8 @@ A file::
     rules:
       - groups: ["*"]               # "*" = every authenticated identity
         objects: ["*"]              # object types: SymmetricKey, SecretData, ... or "*"
-        operations: ["*"]           # KMIP operation names: Create, Get, ... or "*"
+        operations: ["*"]           # KMIP operation names: Create, Get, ... or "*";
+                                    # also WrapKey: use the object as the wrapping key of a Get
         scope: owner                # owner | any
 
 Validation walks the YAML node tree so that every error names file, line and problem.
@@ -31,7 +32,12 @@ def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
+# Using a key as the *wrapping* key of a Get (Key Wrapping Specification) is a grant of its own:
+# permission to Get a key is not permission to encrypt under it. Not a KMIP operation, so its
+# value sits in the vendor extension range (0x8XXXXXXX), where no KMIP operation can collide.
+WRAP_KEY = 0x8000_0101
 _OPERATIONS = {_norm(op.name): op.value for op in Operation}
+_OPERATIONS[_norm("WrapKey")] = WRAP_KEY
 _OBJECT_TYPES = {_norm(t.name): t.value for t in ObjectType}
 _OBJECT_TYPES[_norm("OpaqueObject")] = ObjectType.OPAQUE_DATA.value
 

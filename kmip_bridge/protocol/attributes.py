@@ -142,3 +142,50 @@ def to_v2(attr: Attribute) -> Item:
         parts = _vendor_parts(attr.name) if is_custom(attr.name) else [ttlv.text(T.ATTRIBUTE_NAME, attr.name)]
         return ttlv.struct_(T.ATTRIBUTE, [*parts, attr.value])
     return Item(tag, attr.value.type, attr.value.value)
+
+
+# -- types -------------------------------------------------------------------------------------------
+S, N, E, B, X, Y, D, V = (Type.STRUCTURE, Type.INTEGER, Type.ENUMERATION, Type.BOOLEAN, Type.TEXT_STRING,
+                          Type.BYTE_STRING, Type.DATE_TIME, Type.INTERVAL)
+# The TTLV type of every standard attribute's value (KMIP 1.4 §3, KMIP 2.1 §4). A value of another
+# type is refused where clients give attributes, before it is stored: a Sensitive given as an
+# Integer, or a non-Integer Cryptographic Usage Mask, would otherwise be read two ways.
+TYPES: dict[str, Type] = {
+    "Unique Identifier": X, "Name": S, "Object Type": E, "Cryptographic Algorithm": E,
+    "Cryptographic Length": N, "Cryptographic Parameters": S, "Cryptographic Domain Parameters": S,
+    "Certificate Type": E, "Certificate Length": N, "X.509 Certificate Identifier": S,
+    "X.509 Certificate Subject": S, "X.509 Certificate Issuer": S, "Certificate Identifier": S,
+    "Certificate Subject": S, "Certificate Issuer": S, "Digital Signature Algorithm": E, "Digest": S,
+    "Operation Policy Name": X, "Cryptographic Usage Mask": N, "Lease Time": V, "Usage Limits": S,
+    "State": E, "Initial Date": D, "Activation Date": D, "Process Start Date": D, "Protect Stop Date": D,
+    "Deactivation Date": D, "Destroy Date": D, "Compromise Occurrence Date": D, "Compromise Date": D,
+    "Revocation Reason": S, "Archive Date": D, "Object Group": X, "Fresh": B, "Link": S,
+    "Application Specific Information": S, "Contact Information": X, "Last Change Date": D,
+    "Alternative Name": S, "Key Value Present": B, "Key Value Location": S, "Original Creation Date": D,
+    "Sensitive": B, "Always Sensitive": B, "Extractable": B, "Never Extractable": B,
+    # KMIP 1.3 / 2.x additions
+    "Random Number Generator": S, "PKCS#12 Friendly Name": X, "Description": X, "Comment": X,
+    "Quantum Safe": B, "Key Format Type": E, "Protection Storage Mask": N, "Short Unique Identifier": Y,
+    "Opaque Data Type": E, "Object Group Member": E, "NIST Key Type": E, "Protection Level": E,
+    "Protection Period": V, "Recommended Curve": E, "Rotate Interval": V, "Rotate Automatic": B,
+    "Rotate Offset": V, "Rotate Date": D, "Rotate Generation": N, "Rotate Name": X, "Rotate Latest": B,
+    **{f"Certificate {who} {part}": X for who in ("Subject", "Issuer")
+       for part in ("CN", "O", "OU", "Email", "C", "ST", "L", "UID", "Serial Number", "Title", "DC",
+                    "DN Qualifier")},
+}
+_MAX = {Type.INTEGER: 2**31 - 1, Type.INTERVAL: 2**32 - 1}
+_MIN = {Type.INTEGER: 0, Type.INTERVAL: 0}
+
+
+def type_problem(attr: Attribute) -> str | None:
+    """Why ``attr``'s value does not fit its definition, or None. Custom (x-/y-) attributes take
+    any type; names no KMIP version defines are left to the caller (refused where it matters)."""
+    expected = TYPES.get(attr.name)
+    if expected is None:
+        return None
+    value = attr.value
+    if value.type != expected:
+        return f"attribute '{attr.name}' must be of type {expected.name.replace('_', ' ').title()}"
+    if expected in _MAX and isinstance(value.value, int) and not _MIN[expected] <= value.value <= _MAX[expected]:
+        return f"attribute '{attr.name}' is out of range"
+    return None

@@ -501,9 +501,11 @@ def test_get_private_key_wrapped_with_aes_and_public_key_wrapped_with_rsa_oaep(c
 
 
 def test_sensitive_objects_leave_only_wrapped(conns: dict[str, Conn]) -> None:
-    """BL-M-12: Get of a Sensitive object answers Sensitive; wrapped, it is served."""
+    """BL-M-12: Get of a Sensitive object answers Sensitive; wrapped, it is served (under a
+    wrapping key that is itself not extractable: docs/security.md, export rules)."""
     alice = conns["alice"]
-    kek = alice.create_aes(a1("Cryptographic Usage Mask", ttlv.integer(T.ATTRIBUTE_VALUE, USAGE.WRAP_KEY.value)))
+    kek = alice.create_aes(a1("Cryptographic Usage Mask", ttlv.integer(T.ATTRIBUTE_VALUE, USAGE.WRAP_KEY.value)),
+                           a1("Extractable", ttlv.boolean(T.ATTRIBUTE_VALUE, False)))
     alice.activate(kek)
     out = alice.ok(Operation.REGISTER, ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY),
                    ttlv.struct_(T.ATTRIBUTES, [ttlv.boolean(T.SENSITIVE, True)]),

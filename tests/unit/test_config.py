@@ -62,6 +62,7 @@ def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("database", "url", 5, "database.url: must be a string"),
         ("server", "max_batch_items", 0, "server.max_batch_items: must be at least 1"),
         ("server", "max_depth", 1000, "server.max_depth: must be at most 256"),
+        ("server", "max_request_work", 0, "server.max_request_work: must be at least 1"),
         ("server", "max_items", "many", "server.max_items: must be an integer"),
         ("server", "read_timeout", 0, "server.read_timeout: must be a positive number"),
         ("database", "connect_timeout", 0, "database.connect_timeout: must be a positive number of seconds"),
