@@ -14,7 +14,7 @@ from kmip.core.enums import ResultReason
 from . import metrics
 from .audit import AuditLog
 from .config import Settings
-from .keyhsm import KeyHsm, TokenSettings
+from .keyhsm import KekNotFound, KeyHsm, TokenSettings
 from .keyhsm.remote import RemoteKeyHsm
 from .operations import auditing
 from .operations.context import Services
@@ -58,6 +58,16 @@ def build_keyhsm(settings: Settings) -> KeyHsm | RemoteKeyHsm:
         assert k.socket is not None  # config.load sets the default
         return RemoteKeyHsm(k.socket, k.kek, pool_size=k.session_pool_size)
     return open_keyhsm(settings)
+
+
+def _check_tenant_keks(keyhsm: KeyHsm | RemoteKeyHsm, tenants: dict[str, str]) -> None:
+    """Every tenant KEK must exist at start-up, as the default KEK must: found missing only at a
+    tenant's first Create, it would fail that tenant's writes while the server looks healthy."""
+    for group, name in sorted(tenants.items()):
+        try:
+            keyhsm.current_kek(name)
+        except KekNotFound as exc:
+            raise KekNotFound(name, f"keyhsm.tenants.{group}: {exc} (create it: kmip-bridge keyhsm create {name})") from None
 
 
 def build_policy(settings: Settings) -> Policy:
@@ -105,6 +115,7 @@ class App:
             keyhsm = build_keyhsm(settings)
             keyhsm.check()
             keyhsm.current_kek()
+            _check_tenant_keks(keyhsm, settings.keyhsm.tenants)
         except Exception:
             store.close()
             raise
