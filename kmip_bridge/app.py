@@ -5,6 +5,7 @@ The only module that wires keyhsm, store, policy and operations together for the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import cast
@@ -17,7 +18,7 @@ from .config import Settings
 from .keyhsm import KekNotFound, KeyHsm, TokenSettings
 from .keyhsm.remote import RemoteKeyHsm
 from .operations import auditing
-from .operations.context import Services
+from .operations.context import Budgets, Services
 from .operations.dispatch import handle_message
 from .policy import AccessDenied, Policy, identity_from_certificate
 from .policy.identity import Identity, IdentityError
@@ -67,7 +68,13 @@ def _check_tenant_keks(keyhsm: KeyHsm | RemoteKeyHsm, tenants: dict[str, str]) -
         try:
             keyhsm.current_kek(name)
         except KekNotFound as exc:
-            raise KekNotFound(name, f"keyhsm.tenants.{group}: {exc} (create it: kmip-bridge keyhsm create {name})") from None
+            hint = f"create it: kmip-bridge keyhsm create {name}"
+            raise KekNotFound(name, f"keyhsm.tenants.{group}: {exc} ({hint})") from None
+
+
+def budgets(settings: Settings) -> Budgets:
+    s = settings.server
+    return Budgets(**{f.name: getattr(s, f.name) for f in dataclasses.fields(Budgets)})
 
 
 def build_policy(settings: Settings) -> Policy:
@@ -124,7 +131,7 @@ class App:
         audit = AuditLog(settings.audit.path) if settings.audit.enabled and settings.audit.path else None
         self.services = Services(
             keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants,
-            audit=audit,
+            audit=audit, budgets=budgets(settings),
         )
         # metrics on: this worker's token and database checks, published for /readyz
         self._readiness = metrics.start_readiness(self._check_ready)
