@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from kmip.core.enums import BatchErrorContinuationOption as BEC
+from kmip.core.enums import BatchErrorContinuationOption as Bec
 from kmip.core.enums import DerivationMethod, Operation, ResultReason, ResultStatus
 from kmip.core.enums import Tags as T
 
@@ -20,7 +20,8 @@ from kmip_bridge.protocol import ttlv
 from kmip_bridge.protocol.messages import BatchItem, Request
 from kmip_bridge.protocol.ttlv import Item
 
-OK, UNDONE, FAILED = ResultStatus.SUCCESS.value, ResultStatus.OPERATION_UNDONE.value, ResultStatus.OPERATION_FAILED.value
+OK, UNDONE = ResultStatus.SUCCESS.value, ResultStatus.OPERATION_UNDONE.value
+FAILED = ResultStatus.OPERATION_FAILED.value
 
 
 class FakeStore:
@@ -91,7 +92,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
-def _statuses(ctx: RequestContext, items: list[BatchItem], option: BEC = BEC.UNDO) -> list[tuple[int, int | None]]:
+def _statuses(ctx: RequestContext, items: list[BatchItem], option: Bec = Bec.UNDO) -> list[tuple[int, int | None]]:
     response = dispatch.process(ctx, Request(version=ctx.version, batch_items=items, batch_error_option=option.value))
     return [(r.status, r.reason) for r in response.results]
 
@@ -152,7 +153,7 @@ def test_items_past_the_response_budget_are_refused_as_they_are_produced(handler
     store = FakeStore(single_writer=True)
     ctx = _ctx(store, max_response_size=8192)
     response = dispatch.process(ctx, Request(version=(2, 1), batch_items=_items(*[Operation.RNG_RETRIEVE.value] * 6),
-                                             batch_error_option=BEC.CONTINUE.value))
+                                             batch_error_option=Bec.CONTINUE.value))
     too_large = (FAILED, ResultReason.RESPONSE_TOO_LARGE.value)
     assert [(r.status, r.reason) for r in response.results] == [(OK, None)] * 2 + [too_large] * 4
     # The refused items' payloads were dropped at once, and the message fits the budget.
