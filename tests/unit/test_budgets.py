@@ -186,3 +186,55 @@ def test_encoded_size_matches_the_encoder() -> None:
     ]
     for item in [*items, ttlv.struct_(T.RESPONSE_PAYLOAD, [*items, ttlv.struct_(T.ATTRIBUTES, items)])]:
         assert ttlv.encoded_size(item) == len(ttlv.encode(item))
+
+
+# -- multi-part streams: per identity and per worker ---------------------------------------------------
+@pytest.fixture
+def stream_table(monkeypatch: pytest.MonkeyPatch) -> dict[bytes, object]:
+    from kmip_bridge.operations import streams
+
+    table: dict[bytes, object] = {}
+    monkeypatch.setattr(streams, "_streams", table)
+    return table
+
+
+def _open(ctx: RequestContext, size: int) -> bytes:
+    from kmip_bridge.operations import streams
+
+    s = streams.new(ctx, Operation.HASH.value, None)
+    streams.feed(ctx, s, b"d" * size)
+    return streams.save(ctx, s, None)
+
+
+def _refused(call: object) -> str:
+    from kmip_bridge.protocol.errors import KmipError
+
+    with pytest.raises(KmipError) as err:
+        call()  # type: ignore[operator]
+    assert err.value.reason == ResultReason.SERVER_LIMIT_EXCEEDED.value
+    return err.value.message
+
+
+def test_one_identity_cannot_take_the_stream_table(stream_table: dict[bytes, object]) -> None:
+    budgets = {"max_streams": 6, "max_streams_per_identity": 3, "max_stream_bytes": 100,
+               "max_stream_bytes_per_identity": 200, "max_stream_bytes_total": 300}
+    store = FakeStore(single_writer=True)
+    mallory, bob = _ctx(store, **budgets), _ctx(store, **budgets)
+    bob.identity = Identity("bob")
+    for _ in range(3):
+        _open(mallory, 1)
+    assert "max_streams_per_identity" in _refused(lambda: _open(mallory, 1))
+    _open(bob, 1)  # control: another client still opens streams
+    # One stream may buffer max_stream_bytes; an identity max_stream_bytes_per_identity in all.
+    stream_table.clear()
+    assert "max_stream_bytes" in _refused(lambda: _open(mallory, 101))
+    _open(mallory, 100)
+    _open(mallory, 100)
+    assert "max_stream_bytes_per_identity" in _refused(lambda: _open(mallory, 1))
+    # The worker's total: bob fits his 100 bytes, then the table is full for everyone.
+    _open(bob, 100)
+    carol = _ctx(store, **budgets)
+    carol.identity = Identity("carol")
+    assert "on this server" in _refused(lambda: _open(carol, 1))
+    stream_table.clear()
+    _open(carol, 1)
