@@ -252,17 +252,29 @@ class _Budget:
         self.left = self.limit - self._HEADER
 
     def fit(self, result: Result) -> Result:
-        size = 16 * 4 + len(result.message or "") + 16  # status, reason, operation, id, message
-        if result.payload is not None:
-            size += ttlv.encoded_size(result.payload)
+        size = _item_size(result)
         if size <= self.left:
             self.left -= size
             return result
-        error = KmipError(ResultReason.RESPONSE_TOO_LARGE,
-                          f"this item's result does not fit in the response's {self.limit} bytes")
+        error = KmipError(ResultReason.RESPONSE_TOO_LARGE, f"the result does not fit in {self.limit} bytes")
         refused = Result.failure(BatchItem(result.operation or 0, result.unique_batch_item_id, None), error)
-        self.left -= 16 * 4 + len(refused.message or "") + 16
+        # A refusal is always answered (about 100 bytes): past the budget only by those.
+        self.left -= _item_size(refused)
         return refused
+
+
+def _item_size(r: Result) -> int:
+    """The encoded size of one response Batch Item (as messages.build_response lays it out)."""
+    size = 8 + 16 + 16  # the structure's header, Operation, Result Status
+    if r.unique_batch_item_id is not None:
+        size += 8 + (len(r.unique_batch_item_id) + 7) // 8 * 8
+    if r.reason is not None:
+        size += 16
+    if r.message is not None:
+        size += ttlv.encoded_size(ttlv.text(T.RESULT_MESSAGE, r.message))
+    if r.payload is not None:
+        size += ttlv.encoded_size(r.payload)
+    return size
 
 
 def _run_undo(ctx: RequestContext, request: Request, response: Response, budget: _Budget) -> None:

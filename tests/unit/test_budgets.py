@@ -238,3 +238,17 @@ def test_one_identity_cannot_take_the_stream_table(stream_table: dict[bytes, obj
     assert "on this server" in _refused(lambda: _open(carol, 1))
     stream_table.clear()
     _open(carol, 1)
+
+
+def test_the_response_budget_counts_each_item_exactly() -> None:
+    from kmip_bridge.protocol.messages import Response, Result, build_response
+
+    payload = ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, "ü-id"), ttlv.bytes_(T.DATA, b"x" * 9)])
+    results = [
+        Result(Operation.GET.value, b"batch-id-1", payload=payload),
+        Result(Operation.GET.value, None, status=FAILED, reason=ResultReason.ITEM_NOT_FOUND.value, message="nö"),
+    ]
+    empty = len(ttlv.encode(build_response(Response(version=(2, 1)), now=0)))
+    for r in results:
+        whole = len(ttlv.encode(build_response(Response(version=(2, 1), results=[r]), now=0)))
+        assert dispatch._item_size(r) == whole - empty
