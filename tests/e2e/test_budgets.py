@@ -180,7 +180,10 @@ def test_undo_batch_with_slow_work_cannot_stall_other_clients_writes(
     # Wait until the hostile batch is answered or its Create has run (it then holds the lock).
     _until(lambda: done.is_set() or _audited(instance, "mallory", "CREATE") > creates)
     running = not done.is_set()
+    started = time.perf_counter()
     bob.ok(Operation.CREATE, *_create("bob-during-hostile-batch"))
+    print(f"hostile Undo batch answered before bob's Create: {not running}; bob's Create "
+          f"{(time.perf_counter() - started) * 1000:.0f} ms")  # informational, not asserted
     if running:
         assert not done.is_set(), "bob's Create waited for the hostile Undo batch to finish"
     thread.join(timeout=300)
@@ -212,13 +215,18 @@ def test_slow_work_outside_undo_runs_while_other_clients_write(
             done.set()
 
     creates = _audited(instance, "mallory", "CREATE")
+    began = time.perf_counter()
     thread = threading.Thread(target=slow)
     thread.start()
     # The marker Create is audited as soon as it ran: the PBKDF2 items are now running.
     _until(lambda: _audited(instance, "mallory", "CREATE") > creates)
+    started = time.perf_counter()
     bob.ok(Operation.CREATE, *_create("bob-during-slow-batch"))
+    took = time.perf_counter() - started
     assert not done.is_set(), "bob's Create waited for another client's slow batch"
     thread.join(timeout=300)
+    print(f"bob's Create {took * 1000:.0f} ms while the slow batch ran "
+          f"{time.perf_counter() - began:.1f} s")  # informational, not asserted
     assert [_status(bi)[0] for bi in answers[0]] == [ResultStatus.SUCCESS.value] * 3
 
 
@@ -293,6 +301,7 @@ def test_response_size_is_capped_by_the_server(conns: dict[str, Conn]) -> None:
                   BatchErrorContinuationOption.CONTINUE.value)
     raw = mallory.raw.send_raw(ttlv.encode(msg))
     assert raw is not None and len(raw) <= MAX_RESPONSE
+    print(f"request {len(ttlv.encode(msg))} bytes, response {len(raw)} bytes")  # informational
     items = ttlv.decode(raw).all(T.BATCH_ITEM.value)
     statuses = [_status(bi) for bi in items]
     fitted = statuses.count((ResultStatus.SUCCESS.value, None))
