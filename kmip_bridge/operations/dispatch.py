@@ -245,7 +245,7 @@ class _Budget:
     results never sits in memory (KMIP: Response Too Large when the response would exceed the
     Maximum Response Size)."""
 
-    _HEADER = 256  # the response header and the message structure around the items
+    _HEADER = 256  # the response header (but a Client Correlation Value) and the message structure
 
     def __init__(self, server_limit: int, client_limit: int | None) -> None:
         self.limit = min(server_limit, client_limit) if client_limit is not None else server_limit
@@ -324,6 +324,8 @@ def process(ctx: RequestContext, request: Request) -> Response:
         server_correlation_value=(logs.request_id() or uuid.uuid4().hex[:16]) if request.version >= (2, 0) else None,
     )
     budget = _Budget(ctx.services.budgets.max_response_size, request.maximum_response_size)
+    if request.client_correlation_value is not None:  # echoed in the response header
+        budget.left -= ttlv.encoded_size(ttlv.text(T.CLIENT_CORRELATION_VALUE, request.client_correlation_value))
     option = request.batch_error_option
     if option == BatchErrorContinuationOption.UNDO.value:
         _run_undo(ctx, request, response, budget)
