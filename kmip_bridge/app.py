@@ -5,6 +5,7 @@ The only module that wires keyhsm, store, policy and operations together for the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import cast
@@ -14,10 +15,10 @@ from kmip.core.enums import ResultReason
 from . import metrics
 from .audit import AuditLog
 from .config import Settings
-from .keyhsm import KeyHsm, TokenSettings
+from .keyhsm import KekNotFound, KeyHsm, TokenSettings
 from .keyhsm.remote import RemoteKeyHsm
 from .operations import auditing
-from .operations.context import Services
+from .operations.context import Budgets, Services
 from .operations.dispatch import handle_message
 from .policy import AccessDenied, Policy, identity_from_certificate
 from .policy.identity import Identity, IdentityError
@@ -58,6 +59,22 @@ def build_keyhsm(settings: Settings) -> KeyHsm | RemoteKeyHsm:
         assert k.socket is not None  # config.load sets the default
         return RemoteKeyHsm(k.socket, k.kek, pool_size=k.session_pool_size)
     return open_keyhsm(settings)
+
+
+def _check_tenant_keks(keyhsm: KeyHsm | RemoteKeyHsm, tenants: dict[str, str]) -> None:
+    """Every tenant KEK must exist at start-up, as the default KEK must: found missing only at a
+    tenant's first Create, it would fail that tenant's writes while the server looks healthy."""
+    for group, name in sorted(tenants.items()):
+        try:
+            keyhsm.current_kek(name)
+        except KekNotFound as exc:
+            hint = f"create it: kmip-bridge keyhsm create {name}"
+            raise KekNotFound(name, f"keyhsm.tenants.{group}: {exc} ({hint})") from None
+
+
+def budgets(settings: Settings) -> Budgets:
+    s = settings.server
+    return Budgets(**{f.name: getattr(s, f.name) for f in dataclasses.fields(Budgets)})
 
 
 def build_policy(settings: Settings) -> Policy:
@@ -105,6 +122,7 @@ class App:
             keyhsm = build_keyhsm(settings)
             keyhsm.check()
             keyhsm.current_kek()
+            _check_tenant_keks(keyhsm, settings.keyhsm.tenants)
         except Exception:
             store.close()
             raise
@@ -113,7 +131,7 @@ class App:
         audit = AuditLog(settings.audit.path) if settings.audit.enabled and settings.audit.path else None
         self.services = Services(
             keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants,
-            audit=audit, max_request_work=settings.server.max_request_work,
+            audit=audit, max_request_work=settings.server.max_request_work, budgets=budgets(settings),
         )
         # metrics on: this worker's token and database checks, published for /readyz
         self._readiness = metrics.start_readiness(self._check_ready)

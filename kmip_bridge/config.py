@@ -40,6 +40,15 @@ class ServerSettings:
     # CPU work one request may ask for, in HMAC calls (PBKDF2: iterations x output
     # blocks); beyond it the item fails with Invalid Field (docs/security.md, resource budgets).
     max_request_work: int = 4_000_000
+    # Resource budgets (docs/security.md, "Resource budgets"): no client holds a shared resource
+    # for long. Mirrored by operations.context.Budgets.
+    max_response_size: int = 4 * 1024 * 1024  # bytes; beyond it items answer Response Too Large
+    undo_lock_seconds: float = 2.0  # SQLite: the longest an Undo batch holds the write lock
+    max_streams: int = 1024  # open multi-part streams per worker
+    max_streams_per_identity: int = 32
+    max_stream_bytes: int = 4 * 1024 * 1024  # buffered input of one stream
+    max_stream_bytes_per_identity: int = 16 * 1024 * 1024
+    max_stream_bytes_total: int = 256 * 1024 * 1024  # every stream of one worker
 
 
 @dataclass(frozen=True)
@@ -234,6 +243,7 @@ def _check(settings: Settings) -> None:
     for key in ("idle_timeout", "read_timeout", "drain_timeout"):
         if getattr(s, key) <= 0:
             raise ConfigError(f"server.{key}: must be a positive number of seconds")
+    _check_budgets(s)
     if settings.tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version: must be \"1.2\" or \"1.3\"")
     if settings.keyhsm.kek_kind not in KEK_KINDS:
@@ -259,6 +269,23 @@ def _check(settings: Settings) -> None:
         raise ConfigError("logging.format: must be json or text")
     if settings.logging.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("logging.level: must be DEBUG, INFO, WARNING or ERROR")
+
+
+def _check_budgets(s: ServerSettings) -> None:
+    if s.max_response_size < 4096:
+        raise ConfigError("server.max_response_size: must be at least 4096 bytes")
+    if s.undo_lock_seconds <= 0:
+        raise ConfigError("server.undo_lock_seconds: must be a positive number of seconds")
+    for key in ("max_streams", "max_streams_per_identity", "max_stream_bytes", "max_stream_bytes_per_identity",
+                "max_stream_bytes_total"):
+        if getattr(s, key) < 1:
+            raise ConfigError(f"server.{key}: must be at least 1")
+    if s.max_streams_per_identity > s.max_streams:
+        raise ConfigError("server.max_streams_per_identity: must not exceed server.max_streams")
+    if s.max_stream_bytes > s.max_stream_bytes_per_identity:
+        raise ConfigError("server.max_stream_bytes: must not exceed server.max_stream_bytes_per_identity")
+    if s.max_stream_bytes_per_identity > s.max_stream_bytes_total:
+        raise ConfigError("server.max_stream_bytes_per_identity: must not exceed server.max_stream_bytes_total")
 
 
 def load(path: str | os.PathLike[str] | None = None, port: int | None = None) -> Settings:

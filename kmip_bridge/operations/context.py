@@ -19,6 +19,20 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Budgets:
+    """What one client may take of a worker's shared resources (server.* settings; defaults as
+    in config.ServerSettings; docs/security.md, "Resource budgets")."""
+
+    max_response_size: int = 4 * 1024 * 1024  # bytes of one response message
+    undo_lock_seconds: float = 2.0  # SQLite: how long an Undo batch may hold the write lock
+    max_streams: int = 1024  # open multi-part streams per worker
+    max_streams_per_identity: int = 32
+    max_stream_bytes: int = 4 * 1024 * 1024  # buffered input of one stream
+    max_stream_bytes_per_identity: int = 16 * 1024 * 1024
+    max_stream_bytes_total: int = 256 * 1024 * 1024  # per worker
+
+
+@dataclass(frozen=True)
 class Services:
     """Long-lived, thread-safe collaborators shared by all requests of a worker process."""
 
@@ -29,6 +43,7 @@ class Services:
     tenant_keks: Mapping[str, str] = field(default_factory=dict)
     audit: AuditLog | None = None  # the hash-chained audit file; None when audit.enabled is false
     max_request_work: int = 4_000_000  # server.max_request_work: HMAC calls one request may cost
+    budgets: Budgets = field(default_factory=Budgets)
 
 
 @dataclass
@@ -68,6 +83,11 @@ class RequestContext:
     @property
     def v2(self) -> bool:
         return self.version >= (2, 0)
+
+    def limit_exceeded(self, message: str) -> KmipError:
+        # A resource budget (Budgets) is spent: KMIP 2.0 has a reason for it, 1.x a General Failure.
+        reason = ResultReason.SERVER_LIMIT_EXCEEDED if self.v2 else ResultReason.GENERAL_FAILURE
+        return KmipError(reason, message)
 
     def wrong_state(self, message: str) -> KmipError:
         # KMIP 2.0 added a precise reason; 1.x servers answer Permission Denied.

@@ -51,8 +51,9 @@ def _run(ctx: RequestContext, payload: Item, encrypting: bool) -> Item:
         stream = streams.new(ctx, op, use.uid, params=use.params)
     else:
         use.params = stream.state["params"]  # type: ignore[assignment]
-    streams.feed(stream, keyuse.data(payload, required=p.correlation is None))
-    amount = keyuse.check_limits(use, len(stream.data))
+    chunk = keyuse.data(payload, required=p.correlation is None)
+    streams.feed(ctx, stream, chunk)
+    amount = keyuse.check_limits(use, len(chunk), first=p.correlation is None)
     extra: list[Item] = []
     if use.row.object_type == _O.SYMMETRIC_KEY.value:
         out, tag = _symmetric(ctx, use, payload, stream, p.final, encrypting, extra)
@@ -60,11 +61,10 @@ def _run(ctx: RequestContext, payload: Item, encrypting: bool) -> Item:
         out, tag = (_rsa(ctx, use, bytes(stream.data), encrypting) if p.final else b""), None
     piece, stream.sent = out[stream.sent :], len(out)
     body = [ttlv.text(T.UNIQUE_IDENTIFIER, use.uid), ttlv.bytes_(T.DATA, piece), *extra]
+    keyuse.consume(ctx, use, amount)  # every part, before the stream is kept for the next one
     body += streams.finish(ctx, p, stream)
     if tag is not None:
         body.append(ttlv.bytes_(T.AUTHENTICATED_ENCRYPTION_TAG, tag))
-    if p.final:
-        keyuse.consume(ctx, use, amount)
     ctx.id_placeholder = use.uid
     return ttlv.struct_(T.RESPONSE_PAYLOAD, body)
 

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from kmip.core.enums import BatchErrorContinuationOption, Operation, ResultReason, ResultStatus
+from kmip.core.enums import BatchErrorContinuationOption, DerivationMethod, Operation, ResultReason, ResultStatus
 from kmip.core.enums import Tags as T
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -212,6 +212,110 @@ class _UndoBatch(Exception):
     pass
 
 
+# Operations whose slow part (RSA generation, PBKDF2 at up to the iteration cap) would run while
+# an Undo batch holds SQLite's one write lock, stalling every writer of every worker (issue 12).
+# DeriveKey counts only with PBKDF2; its other methods are one hash, HMAC or block operation.
+_SLOW = frozenset({Operation.CREATE_KEY_PAIR.value, Operation.REKEY_KEY_PAIR.value})
+
+# The clock the Undo lock budget is measured with (a test replaces it).
+_clock = time.monotonic
+
+
+def _slow(item: BatchItem) -> bool:
+    if item.operation in _SLOW:
+        return True
+    if item.operation == Operation.DERIVE_KEY.value and item.payload is not None:
+        return item.payload.value_of(T.DERIVATION_METHOD.value) == DerivationMethod.PBKDF2.value
+    return False
+
+
+def _refuse(ctx: RequestContext, item: BatchItem, error: KmipError) -> Result:
+    """A batch item answered without being run (audited and counted like any other)."""
+    started = time.perf_counter()
+    result = Result.failure(item, error)
+    auditing.record(ctx, item, result, started)
+    metrics.observe(_op_name(item.operation), _STATUS.get(result.status, "unknown"), started)
+    return result
+
+
+class _Budget:
+    """Bytes the response may still take (server.max_response_size, or the client's Maximum
+    Response Size if smaller), counted as each item's result is produced: an item that does not
+    fit is answered Response Too Large and its payload dropped at once, so a batch of large
+    results never sits in memory (KMIP: Response Too Large when the response would exceed the
+    Maximum Response Size)."""
+
+    _HEADER = 256  # the response header (but a Client Correlation Value) and the message structure
+
+    def __init__(self, server_limit: int, client_limit: int | None) -> None:
+        self.limit = min(server_limit, client_limit) if client_limit is not None else server_limit
+        self.left = self.limit - self._HEADER
+
+    def fit(self, result: Result) -> Result:
+        size = _item_size(result)
+        if size <= self.left:
+            self.left -= size
+            return result
+        error = KmipError(ResultReason.RESPONSE_TOO_LARGE, f"the result does not fit in {self.limit} bytes")
+        refused = Result.failure(BatchItem(result.operation or 0, result.unique_batch_item_id, None), error)
+        # A refusal is always answered (about 100 bytes): past the budget only by those.
+        self.left -= _item_size(refused)
+        return refused
+
+
+def _item_size(r: Result) -> int:
+    """The encoded size of one response Batch Item (as messages.build_response lays it out)."""
+    size = 8 + 16 + 16  # the structure's header, Operation, Result Status
+    if r.unique_batch_item_id is not None:
+        size += 8 + (len(r.unique_batch_item_id) + 7) // 8 * 8
+    if r.reason is not None:
+        size += 16
+    if r.message is not None:
+        size += ttlv.encoded_size(ttlv.text(T.RESULT_MESSAGE, r.message))
+    if r.payload is not None:
+        size += ttlv.encoded_size(r.payload)
+    return size
+
+
+def _run_undo(ctx: RequestContext, request: Request, response: Response, budget: _Budget) -> None:
+    """The whole batch is one transaction; a failure rolls back what earlier items did.
+
+    On SQLite that transaction holds the one write lock of every worker from its first item to
+    its last, so an Undo batch there may neither contain slow items (refused before anything
+    runs: sent without the Undo option each runs in its own short transaction) nor hold the lock
+    longer than server.undo_lock_seconds (checked between items; the batch is then undone).
+    PostgreSQL locks only the rows a batch writes: no such limits there."""
+    store = ctx.services.store
+    single_writer = store.single_writer
+    items = request.batch_items
+    try:
+        if single_writer:
+            slow = next((i for i, item in enumerate(items) if _slow(item)), None)
+            if slow is not None:
+                response.results = [Result(item.operation, item.unique_batch_item_id) for item in items[:slow]]
+                response.results.append(_refuse(ctx, items[slow], ctx.limit_exceeded(
+                    f"{_op_name(items[slow].operation)} is slow work and is not run inside an Undo batch on this "
+                    "server (SQLite: it would hold the database's write lock); send it without the Undo option")))
+                raise _UndoBatch()
+        with store.unit_of_work():
+            began = _clock()
+            limit = ctx.services.budgets.undo_lock_seconds
+            for n, item in enumerate(items):
+                if single_writer and n and _clock() - began > limit:
+                    response.results.append(_refuse(ctx, item, ctx.limit_exceeded(
+                        f"the Undo batch held the database's write lock longer than {limit:g} s "
+                        "(server.undo_lock_seconds); send fewer items per Undo batch")))
+                    raise _UndoBatch()
+                result = budget.fit(run_item(ctx, item))
+                response.results.append(result)
+                if result.status != ResultStatus.SUCCESS.value:
+                    raise _UndoBatch()
+    except _UndoBatch:
+        for done, item in zip(response.results[:-1], items, strict=False):
+            done.status = ResultStatus.OPERATION_UNDONE.value
+            auditing.record(ctx, item, done)
+
+
 def process(ctx: RequestContext, request: Request) -> Response:
     response = Response(
         version=request.version,
@@ -219,24 +323,16 @@ def process(ctx: RequestContext, request: Request) -> Response:
         # The request id of the server's log lines, so that a client can quote it.
         server_correlation_value=(logs.request_id() or uuid.uuid4().hex[:16]) if request.version >= (2, 0) else None,
     )
+    budget = _Budget(ctx.services.budgets.max_response_size, request.maximum_response_size)
+    if request.client_correlation_value is not None:  # echoed in the response header
+        budget.left -= ttlv.encoded_size(ttlv.text(T.CLIENT_CORRELATION_VALUE, request.client_correlation_value))
     option = request.batch_error_option
     if option == BatchErrorContinuationOption.UNDO.value:
-        # The whole batch is one transaction; a failure rolls back what earlier items did.
-        try:
-            with ctx.services.store.unit_of_work():
-                for item in request.batch_items:
-                    result = run_item(ctx, item)
-                    response.results.append(result)
-                    if result.status != ResultStatus.SUCCESS.value:
-                        raise _UndoBatch()
-        except _UndoBatch:
-            for done, item in zip(response.results[:-1], request.batch_items, strict=False):
-                done.status = ResultStatus.OPERATION_UNDONE.value
-                auditing.record(ctx, item, done)
+        _run_undo(ctx, request, response, budget)
         return response
     stop_on_error = option != BatchErrorContinuationOption.CONTINUE.value
     for item in request.batch_items:
-        result = run_item(ctx, item)
+        result = budget.fit(run_item(ctx, item))
         response.results.append(result)
         if result.status != ResultStatus.SUCCESS.value and stop_on_error:
             break
@@ -244,7 +340,8 @@ def process(ctx: RequestContext, request: Request) -> Response:
 
 
 def _fit(response: Response, limit: int | None) -> bytes:
-    """Encodes the response; over the client's Maximum Response Size, every item is refused."""
+    """Encodes the response; over the client's Maximum Response Size (a backstop: process()
+    already refused each item that did not fit), every item is refused."""
     data = ttlv.encode(messages.build_response(response))
     if limit is not None and len(data) > limit:
         error = KmipError(ResultReason.RESPONSE_TOO_LARGE, f"the response ({len(data)} bytes) exceeds {limit} bytes")

@@ -221,13 +221,16 @@ def _limits(attrs: dict[str, Item]) -> list[int]:
     return [int(count), int(unit)] if isinstance(count, int) else []  # type: ignore[call-overload]
 
 
-def check_limits(use: KeyUse, data_length: int) -> int:
-    """The amount this use consumes; refused (Permission Denied, as the vectors expect in both
-    protocol versions) when it exceeds what the Usage Limits leave."""
+def check_limits(use: KeyUse, data_length: int, first: bool = True) -> int:
+    """The amount this part of a use consumes: its own bytes (Byte unit), or 1 for the first
+    part of an operation (Object unit). Every part of a multi-part operation is charged as it
+    arrives, so parts cannot together exceed the limit that each alone fits. Refused
+    (Permission Denied, as the vectors expect in both protocol versions) when it exceeds what
+    the Usage Limits leave."""
     if not use.limits:
         return 0
     remaining, unit = use.limits
-    amount = data_length if unit == UsageLimitsUnit.BYTE.value else 1
+    amount = data_length if unit == UsageLimitsUnit.BYTE.value else int(first)
     if amount > remaining:
         raise KmipError(ResultReason.PERMISSION_DENIED, "the key's Usage Limits are exhausted")
     return amount

@@ -14,6 +14,48 @@ from . import objects
 from .context import RequestContext
 
 _DESTROYED = (State.DESTROYED.value, State.DESTROYED_COMPROMISED.value)
+
+# The type KMIP defines for each attribute a Locate may name. A criterion of another type cannot
+# match anything and would reach SQL as a comparison of the wrong kind (a Name as a date range, a
+# usage mask past 64 bits): refused as Invalid Field before any query runs.
+_E, _I, _S, _D, _B, _X = Type.ENUMERATION, Type.INTEGER, Type.TEXT_STRING, Type.DATE_TIME, Type.BOOLEAN, Type.STRUCTURE
+_TYPES: dict[str, Type] = {
+    "Object Type": _E, "State": _E, "Cryptographic Algorithm": _E, "Certificate Type": _E,
+    "Object Group Member": _E, "Key Format Type": _E,
+    "Cryptographic Length": _I, "Cryptographic Usage Mask": _I,
+    "Unique Identifier": _S, "Operation Policy Name": _S, "Object Group": _S, "Contact Information": _S,
+    "Description": _S, "Comment": _S,
+    "Name": _X, "Link": _X, "Application Specific Information": _X, "Cryptographic Parameters": _X,
+    "Cryptographic Domain Parameters": _X, "Digest": _X, "Usage Limits": _X, "Revocation Reason": _X,
+    "Alternative Name": _X, "Key Value Location": _X, "Certificate Identifier": _X,
+    "Fresh": _B, "Sensitive": _B, "Extractable": _B, "Always Sensitive": _B, "Never Extractable": _B,
+    "Lease Time": Type.INTERVAL,
+    **{n: _D for n in ("Initial Date", "Activation Date", "Process Start Date", "Protect Stop Date",
+                       "Deactivation Date", "Destroy Date", "Compromise Occurrence Date", "Compromise Date",
+                       "Archive Date", "Last Change Date", "Original Creation Date")},
+}
+_INT64 = range(-(2**63), 2**63)
+
+
+def _check(c: Attribute) -> None:
+    expected = _TYPES.get(c.name)
+    if expected is not None and c.value.type != expected:
+        raise KmipError(ResultReason.INVALID_FIELD,
+                        f"Locate: '{c.name}' is a {expected.name.replace('_', ' ').title()}, "
+                        f"not a {c.value.type.name.replace('_', ' ').title()}")
+    if c.value.type in (Type.INTEGER, Type.LONG_INTEGER, Type.BIG_INTEGER, Type.ENUMERATION, Type.DATE_TIME,
+                        Type.INTERVAL) and c.value.value not in _INT64:
+        raise KmipError(ResultReason.INVALID_FIELD, f"Locate: the value of '{c.name}' is out of range")
+
+
+def _count(payload: Item, tag: T) -> int | None:
+    value = payload.value_of(tag.value)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value not in range(2**31):
+        raise KmipError(ResultReason.INVALID_FIELD, f"{ttlv.tag_name(tag.value).replace('_', ' ').title()} "
+                                                    "must be a non-negative Integer")
+    return value
 _LIVE = (State.PRE_ACTIVE.value, State.ACTIVE.value, State.DEACTIVATED.value, State.COMPROMISED.value)
 
 
@@ -40,13 +82,17 @@ def _criteria(ctx: RequestContext, payload: Item) -> list[Attribute]:
     crit = [wire.parse_v1(a) for a in payload.all(T.ATTRIBUTE.value)]
     attributes = payload.get(T.ATTRIBUTES.value)
     if attributes is not None:
-        crit += [wire.parse_v2(a) for a in attributes]
+        if attributes.type != Type.STRUCTURE:
+            raise KmipError(ResultReason.INVALID_FIELD, "Attributes must be a structure")
+        crit += [wire.parse_v2(a) for a in attributes.value]  # type: ignore[union-attr]
+    for c in crit:
+        _check(c)
     return crit
 
 
 def handle(ctx: RequestContext, payload: Item) -> Item:
-    maximum = payload.value_of(T.MAXIMUM_ITEMS.value)
-    offset = payload.value_of(T.OFFSET_ITEMS.value, 0)
+    maximum = _count(payload, T.MAXIMUM_ITEMS)
+    offset = _count(payload, T.OFFSET_ITEMS) or 0
     object_type = state = uid = policy_name = None
     filters: list[tuple[str, str | tuple[int, int]]] = []
     bit_filters: list[tuple[str, int]] = []
@@ -83,8 +129,7 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
                     ResultReason.FEATURE_NOT_SUPPORTED, f"Locate cannot match on '{c.name}'"
                 )
             filters.append((c.name, key))
-    offset = offset if isinstance(offset, int) else 0
-    limit = maximum if isinstance(maximum, int) else None
+    limit = maximum
     excluded = _excluded_states(payload, state)
     if excluded is None:
         return ttlv.struct_(T.RESPONSE_PAYLOAD, [])

@@ -65,34 +65,34 @@ def _mac(ctx: RequestContext, use: KeyUse, data: bytes) -> bytes:
 
 def _start(
     ctx: RequestContext, payload: Item, op: Operation, verify: bool
-) -> tuple[streams.Part, streams.Stream, KeyUse]:
+) -> tuple[streams.Part, streams.Stream, KeyUse, int]:
     p, stream = streams.start(ctx, payload, op.value)
     usage = CryptographicUsageMask.MAC_VERIFY if verify else CryptographicUsageMask.MAC_GENERATE
     use = keyuse.prepare(ctx, payload, uid=stream.uid if stream else None, types=_TYPES, usage=usage.value,
                          protect=not verify)
     stream = stream or streams.new(ctx, op.value, use.uid, params=use.params)
     use.params = stream.state["params"]  # type: ignore[assignment]
-    streams.feed(stream, keyuse.data(payload, required=p.correlation is None))
-    return p, stream, use
+    chunk = keyuse.data(payload, required=p.correlation is None)
+    streams.feed(ctx, stream, chunk)
+    # What this part costs against the key's Usage Limits (MAC generation only: protect=True).
+    return p, stream, use, keyuse.check_limits(use, len(chunk), first=p.correlation is None)
 
 
 @keyuse.guarded
 def mac(ctx: RequestContext, payload: Item) -> Item:
-    p, stream, use = _start(ctx, payload, Operation.MAC, verify=False)
-    amount = keyuse.check_limits(use, len(stream.data))
+    p, stream, use, amount = _start(ctx, payload, Operation.MAC, verify=False)
     body = [ttlv.text(T.UNIQUE_IDENTIFIER, use.uid)]
     if p.final:
         body.append(ttlv.bytes_(T.MAC_DATA, _mac(ctx, use, bytes(stream.data))))
+    keyuse.consume(ctx, use, amount)  # every part, before the stream is kept for the next one
     body += streams.finish(ctx, p, stream)
-    if p.final:
-        keyuse.consume(ctx, use, amount)
     ctx.id_placeholder = use.uid
     return ttlv.struct_(T.RESPONSE_PAYLOAD, body)
 
 
 @keyuse.guarded
 def mac_verify(ctx: RequestContext, payload: Item) -> Item:
-    p, stream, use = _start(ctx, payload, Operation.MAC_VERIFY, verify=True)
+    p, stream, use, _ = _start(ctx, payload, Operation.MAC_VERIFY, verify=True)
     validity = ValidityIndicator.UNKNOWN  # until the final part
     if p.final:
         given = keyuse.data(payload, T.MAC_DATA)

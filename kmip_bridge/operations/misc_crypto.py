@@ -15,7 +15,9 @@ from . import keyuse, streams
 from .context import RequestContext
 from .keyuse import Params
 
-MAX_RANDOM = 1 << 20  # bytes per RNGRetrieve, the size of the largest request message by default
+# Bytes per RNGRetrieve: far more than any key or nonce needs; a client wanting more asks again
+# (each response also counts against server.max_response_size).
+MAX_RANDOM = 64 * 1024
 
 
 def _authorize(ctx: RequestContext) -> None:
@@ -36,7 +38,7 @@ def hash_(ctx: RequestContext, payload: Item) -> Item:
             raise missing("Hash needs Cryptographic Parameters with a Hashing Algorithm")
         keyuse.hash_for(ctx, params.hashing_algorithm)  # refuse an unsupported one at the first part
         stream = streams.new(ctx, Operation.HASH.value, None, params=params)
-    streams.feed(stream, keyuse.data(payload, required=p.correlation is None))
+    streams.feed(ctx, stream, keyuse.data(payload, required=p.correlation is None))
     body = []
     if p.final:
         params = stream.state["params"]

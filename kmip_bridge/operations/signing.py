@@ -87,15 +87,18 @@ def _ecdsa(ctx: RequestContext, pad: object, algorithm: object) -> ec.ECDSA:
     return ec.ECDSA(algorithm)  # type: ignore[arg-type]
 
 
-def _input(payload: Item, stream: streams.Stream, one_part: bool) -> bool:
-    """Feeds Data (or, in a one-part request, Digested Data); whether the input is a digest."""
+def _input(ctx: RequestContext, payload: Item, stream: streams.Stream, one_part: bool) -> tuple[bool, int]:
+    """Feeds Data (or, in a one-part request, Digested Data); whether the input is a digest,
+    and how many bytes this part brought."""
     if payload.value_of(T.DIGESTED_DATA.value) is not None:
         if not one_part:
             raise KmipError(ResultReason.INVALID_FIELD, "Digested Data is only taken in a one-part request")
-        streams.feed(stream, keyuse.data(payload, T.DIGESTED_DATA))
-        return True
-    streams.feed(stream, keyuse.data(payload, required=one_part))
-    return False
+        chunk = keyuse.data(payload, T.DIGESTED_DATA)
+        streams.feed(ctx, stream, chunk)
+        return True, len(chunk)
+    chunk = keyuse.data(payload, required=one_part)
+    streams.feed(ctx, stream, chunk)
+    return False, len(chunk)
 
 
 @keyuse.guarded
@@ -103,11 +106,11 @@ def sign(ctx: RequestContext, payload: Item) -> Item:
     p, stream = streams.start(ctx, payload, Operation.SIGN.value)
     use = keyuse.prepare(ctx, payload, uid=stream.uid if stream else None, types=_SIGN_TYPES,
                          usage=CryptographicUsageMask.SIGN.value, protect=True)
-    one_part = stream is None and p.final
+    one_part, first = stream is None and p.final, stream is None
     stream = stream or streams.new(ctx, Operation.SIGN.value, use.uid, params=use.params)
     use.params = stream.state["params"]  # type: ignore[assignment]
-    prehashed = _input(payload, stream, one_part)
-    amount = keyuse.check_limits(use, len(stream.data))
+    prehashed, size = _input(ctx, payload, stream, one_part)
+    amount = keyuse.check_limits(use, size, first=first)
     body = [ttlv.text(T.UNIQUE_IDENTIFIER, use.uid)]
     if p.final:
         pad, algorithm = _scheme(ctx, use.params, signing=True, prehashed=prehashed)
@@ -124,9 +127,8 @@ def sign(ctx: RequestContext, payload: Item) -> Item:
         finally:
             del key
         body.append(ttlv.bytes_(T.SIGNATURE_DATA, signature))
+    keyuse.consume(ctx, use, amount)  # every part, before the stream is kept for the next one
     body += streams.finish(ctx, p, stream)
-    if p.final:
-        keyuse.consume(ctx, use, amount)
     ctx.id_placeholder = use.uid
     return ttlv.struct_(T.RESPONSE_PAYLOAD, body)
 
@@ -139,7 +141,7 @@ def verify(ctx: RequestContext, payload: Item) -> Item:
     one_part = stream is None and p.final
     stream = stream or streams.new(ctx, Operation.SIGNATURE_VERIFY.value, use.uid, params=use.params)
     use.params = stream.state["params"]  # type: ignore[assignment]
-    prehashed = _input(payload, stream, one_part)
+    prehashed, _ = _input(ctx, payload, stream, one_part)
     validity = ValidityIndicator.UNKNOWN  # until the final part
     if p.final:
         signature = keyuse.data(payload, T.SIGNATURE_DATA)

@@ -5,7 +5,9 @@ A stream keeps the caller's accumulated *input* and how much output it has alrea
 never key material: every part re-opens the key through the Key HSM and re-checks authorisation
 and state, so revoking a key stops its streams. The state lives in this worker process; a client
 continues a stream on the same connection (a connection never changes worker). Streams are bound
-to the identity that opened them, expire, and are bounded in number and size.
+to the identity that opened them, expire, and are bounded in number and size: per stream, per
+identity (so that one client filling the table cannot lock every other client out) and per
+worker in total (server.max_stream* settings, operations.context.Budgets).
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from ..protocol.ttlv import Item
 from .context import RequestContext
 
 TTL_SECONDS = 600.0
-MAX_STREAMS = 1024
-MAX_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -37,6 +37,7 @@ class Stream:
     data: bytearray = field(default_factory=bytearray)
     sent: int = 0  # output bytes already returned
     expires: float = 0.0
+    limit: int = 0  # bytes this stream may buffer (server.max_stream_bytes when it was opened)
 
 
 _streams: dict[bytes, Stream] = {}
@@ -88,22 +89,45 @@ def take(ctx: RequestContext, correlation: bytes, operation: int) -> Stream:
     return stream
 
 
-def feed(stream: Stream, chunk: bytes) -> None:
-    if len(stream.data) + len(chunk) > MAX_BYTES:
-        raise KmipError(ResultReason.GENERAL_FAILURE, f"a stream may carry at most {MAX_BYTES} bytes")
+def feed(ctx: RequestContext, stream: Stream, chunk: bytes) -> None:
+    if len(stream.data) + len(chunk) > stream.limit:
+        raise ctx.limit_exceeded(f"a stream may carry at most {stream.limit} bytes (server.max_stream_bytes)")
     stream.data += chunk
 
 
+def _held(owner: str) -> tuple[int, int, int]:
+    """(streams of ``owner``, bytes they buffer, bytes all streams buffer), under _lock."""
+    count = mine = total = 0
+    for s in _streams.values():
+        total += len(s.data)
+        if s.owner == owner:
+            count += 1
+            mine += len(s.data)
+    return count, mine, total
+
+
 def save(ctx: RequestContext, stream: Stream, correlation: bytes | None) -> bytes:
-    """Keeps the stream for its next part; returns its (new or unchanged) Correlation Value."""
+    """Keeps the stream for its next part; returns its (new or unchanged) Correlation Value.
+    Refused (the stream ends) when it would take the caller or the worker past a budget."""
+    b = ctx.services.budgets
     now = time.monotonic()
     stream.expires = now + TTL_SECONDS
     with _lock:
+        _expire(now)
+        count, mine, total = _held(stream.owner)
+        size = len(stream.data)
         if correlation is None:
-            _expire(now)
-            if len(_streams) >= MAX_STREAMS:
-                raise KmipError(ResultReason.GENERAL_FAILURE, "too many open streams; finish some first")
+            if count >= b.max_streams_per_identity:
+                raise ctx.limit_exceeded(f"this client already has {count} open streams "
+                                          "(server.max_streams_per_identity); finish some first")
+            if len(_streams) >= b.max_streams:
+                raise ctx.limit_exceeded("too many open streams on this server; retry later")
             correlation = secrets.token_bytes(16)
+        if mine + size > b.max_stream_bytes_per_identity:
+            raise ctx.limit_exceeded("this client's open streams buffer too much data "
+                                      "(server.max_stream_bytes_per_identity); finish some first")
+        if total + size > b.max_stream_bytes_total:
+            raise ctx.limit_exceeded("open streams buffer too much data on this server; retry later")
         _streams[correlation] = stream
     return correlation
 
@@ -115,7 +139,8 @@ def start(ctx: RequestContext, payload: Item, operation: int) -> tuple[Part, Str
 
 
 def new(ctx: RequestContext, operation: int, uid: str | None, **state: object) -> Stream:
-    return Stream(owner=ctx.identity.name, operation=operation, uid=uid, state=state)
+    return Stream(owner=ctx.identity.name, operation=operation, uid=uid, state=state,
+                  limit=ctx.services.budgets.max_stream_bytes)
 
 
 def finish(ctx: RequestContext, p: Part, stream: Stream) -> list[Item]:

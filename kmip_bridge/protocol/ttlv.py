@@ -221,6 +221,22 @@ def _encode_items(items: Iterable[Item], out: bytearray) -> None:
             raise TtlvError(f"cannot encode type {t!r}")
 
 
+def encoded_size(item: Item) -> int:
+    """The length of ``encode(item)``, without building it (the response budget counts each
+    batch item as it is produced). Text is counted as UTF-8 only when it is not ASCII."""
+    t, v = item.type, item.value
+    if t == _STRUCTURE:
+        return 8 + sum(encoded_size(child) for child in v)  # type: ignore[union-attr]
+    if t == _TEXT_STRING:
+        n = len(v) if v.isascii() else len(v.encode("utf-8"))  # type: ignore[union-attr]
+        return 8 + (n + 7) // 8 * 8
+    if t == _BYTE_STRING:
+        return 8 + (len(v) + 7) // 8 * 8  # type: ignore[arg-type]
+    if t == _BIG_INTEGER:
+        return 8 + len(_big_to_bytes(v))  # type: ignore[arg-type]
+    return 16  # every other type is one 8-byte (padded) value
+
+
 def _big_to_bytes(value: int) -> bytes:
     size = max(8, (value.bit_length() + 8 + 63) // 64 * 8)
     return value.to_bytes(size, "big", signed=True)

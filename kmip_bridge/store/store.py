@@ -397,6 +397,12 @@ class Store:
         with self._connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    @property
+    def single_writer(self) -> bool:
+        """Whether a write transaction excludes every other writer of the database (SQLite's
+        one write lock, shared by all workers) rather than only the rows it writes."""
+        return self.engine.dialect.name == "sqlite"
+
     def in_unit_of_work(self) -> bool:
         """Whether this thread runs inside ``unit_of_work`` (a retry must then restart the
         whole unit, not one statement of it)."""

@@ -510,3 +510,51 @@ def test_query_lists_the_cryptographic_operations(admin: Client) -> None:
             Operation.MAC.value, Operation.MAC_VERIFY.value, Operation.HASH.value, Operation.RNG_RETRIEVE.value,
             Operation.RNG_SEED.value} <= listed
 
+
+
+def _limits(total: int, unit: enums.UsageLimitsUnit = enums.UsageLimitsUnit.BYTE) -> Item:
+    return ttlv.struct_(T.USAGE_LIMITS, [ttlv.long_integer(T.USAGE_LIMITS_TOTAL, total),
+                                         ttlv.enum(T.USAGE_LIMITS_UNIT, unit)])
+
+
+def test_usage_limits_are_charged_at_every_part(admin: Client, rsa_key: rsa.RSAPrivateKey) -> None:
+    """Issue 12: Usage Limits were consumed only at the Final part, so 20 Init parts of 32 bytes
+    each encrypted under a 32-byte limit. Each part is now charged as it arrives."""
+    init, final = ttlv.boolean(T.INIT_INDICATOR, True), ttlv.boolean(T.FINAL_INDICATOR, True)
+    ecb = params(block_cipher_mode=enums.BlockCipherMode.ECB, padding_method=enums.PaddingMethod.NONE)
+    chunk = P16 * 2
+    mac_mask = U.MAC_GENERATE.value | U.MAC_VERIFY.value
+    priv, _ = _register_pair(admin, rsa_key, A.RSA, 2048, U.SIGN.value, U.VERIFY.value, _limits(32))
+    keys = {
+        Operation.ENCRYPT: (admin.symmetric(KEY, _limits(32)), [ecb]),
+        Operation.MAC: (admin.symmetric(KEY, _limits(32), params(cryptographic_algorithm=A.HMAC_SHA256),
+                                        mask=mac_mask), []),
+        Operation.SIGN: (priv, []),
+    }
+    for op, (uid, extra) in keys.items():
+        # Hostile: many Init parts, each within the limit alone. Only the first one fits.
+        admin.ok(op, uid_(uid), *extra, data(chunk), init)
+        for _ in range(3):
+            admin.fails(ResultReason.PERMISSION_DENIED, op, uid_(uid), *extra, data(chunk), init)
+        # ... and a one-shot use after them is refused too: the limit is spent.
+        admin.fails(ResultReason.PERMISSION_DENIED, op, uid_(uid), *extra, data(P16))
+    # A continuation part is charged too: 16 + 16 fit in 32 bytes, a third part does not.
+    uid = admin.symmetric(KEY, _limits(32))
+    first = admin.ok(Operation.ENCRYPT, uid_(uid), ecb, data(P16), init)
+    corr = data(first.value_of(T.CORRELATION_VALUE.value), T.CORRELATION_VALUE)  # type: ignore[arg-type]
+    second = admin.ok(Operation.ENCRYPT, uid_(uid), ecb, data(P16), corr)
+    corr = data(second.value_of(T.CORRELATION_VALUE.value), T.CORRELATION_VALUE)  # type: ignore[arg-type]
+    admin.fails(ResultReason.PERMISSION_DENIED, Operation.ENCRYPT, uid_(uid), ecb, data(P16), corr, final)
+    # Control: a stream within its limit completes, and matches the one-shot result.
+    uid = admin.symmetric(KEY, _limits(48))
+    first = admin.ok(Operation.ENCRYPT, uid_(uid), ecb, data(P16), init)
+    corr = data(first.value_of(T.CORRELATION_VALUE.value), T.CORRELATION_VALUE)  # type: ignore[arg-type]
+    last = admin.ok(Operation.ENCRYPT, uid_(uid), ecb, data(chunk), corr, final)
+    out = first.value_of(T.DATA.value) + last.value_of(T.DATA.value)  # type: ignore[operator]
+    assert out == _aes(modes.ECB(), P16 * 3)
+    # Object unit: one use per operation, however many parts it has.
+    uid = admin.symmetric(KEY, _limits(1, enums.UsageLimitsUnit.OBJECT))
+    first = admin.ok(Operation.ENCRYPT, uid_(uid), ecb, data(P16), init)
+    corr = data(first.value_of(T.CORRELATION_VALUE.value), T.CORRELATION_VALUE)  # type: ignore[arg-type]
+    admin.ok(Operation.ENCRYPT, uid_(uid), ecb, data(P16), corr, final)
+    admin.fails(ResultReason.PERMISSION_DENIED, Operation.ENCRYPT, uid_(uid), ecb, data(P16))

@@ -103,6 +103,9 @@ def _serve_once(config: Path) -> subprocess.CompletedProcess[str]:
         ({"token_label": "no-such-token"}, "no token 'no-such-token'"),
         ({"module": "/usr/lib/softhsm/nothing.so"}, "PKCS#11 module /usr/lib/softhsm/nothing.so does not exist"),
         ({"kek": "missing"}, "no version of KEK 'missing' exists on the token"),
+        # A tenant KEK is checked like the default one (issue 12): not first at the tenant's Create.
+        ({"tenants": {"blue": "missing-tenant"}},
+         "keyhsm.tenants.blue: no version of KEK 'missing-tenant' exists on the token"),
     ],
 )
 def test_serve_refuses_an_unusable_token_precisely(

@@ -83,3 +83,30 @@ def test_missing_pin_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     s = load(_write(tmp_path, BASE))
     with pytest.raises(ConfigError, match=r"keyhsm\.pin_file: cannot read"):
         s.keyhsm.read_pin()
+
+
+@pytest.mark.parametrize(
+    "server, message",
+    [
+        ({"max_response_size": 100}, "server.max_response_size: must be at least 4096 bytes"),
+        ({"undo_lock_seconds": 0}, "server.undo_lock_seconds: must be a positive number of seconds"),
+        ({"max_streams_per_identity": 0}, "server.max_streams_per_identity: must be at least 1"),
+        ({"max_streams": 10, "max_streams_per_identity": 11}, "server.max_streams_per_identity: must not exceed"),
+        ({"max_stream_bytes": 2**25}, "server.max_stream_bytes: must not exceed server.max_stream_bytes_per_identity"),
+        ({"max_stream_bytes_total": 2**20}, "server.max_stream_bytes_per_identity: must not exceed"),
+        ({"max_response_size": "4MB"}, "server.max_response_size: must be an integer"),
+    ],
+)
+def test_resource_budgets_are_validated(tmp_path: Path, server: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(_write(tmp_path, {**BASE, "server": server}))
+
+
+def test_resource_budget_defaults_reach_the_services(tmp_path: Path) -> None:
+    from kmip_bridge.app import budgets
+    from kmip_bridge.operations.context import Budgets
+
+    s = load(_write(tmp_path, BASE))
+    assert budgets(s) == Budgets()  # the config defaults and the operations' defaults agree
+    s = load(_write(tmp_path, {**BASE, "server": {"max_response_size": 65536, "max_streams_per_identity": 4}}))
+    assert budgets(s).max_response_size == 65536 and budgets(s).max_streams_per_identity == 4
