@@ -39,9 +39,9 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 
 
 def _load(ca_cert: Path, ca_key: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    cert = x509.load_pem_x509_certificate(ca_cert.read_bytes())
-    key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
-    return cert, key  # type: ignore[return-value]
+    # tls.ca may be a bundle (the dev CA plus an enterprise CA, in any order): the issuer is the
+    # certificate that matches the key, not the bundle's first.
+    return ca_pair(ca_cert, ca_key)  # type: ignore[return-value]
 
 
 def make_ca(cert_path: Path, key_path: Path, name: str = "kmip-bridge dev CA") -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kmip.core import enums
 from kmip.pie.client import ProxyKmipClient
 from kmip.pie.exceptions import KmipOperationFailure
+
+from kmip_bridge.admin import pki
 
 from .conftest import Instance, Server, make_instance, run_cli
 
@@ -162,3 +166,75 @@ def test_bad_group_and_validity_are_refused(inst: Instance, tmp_path: Path) -> N
     # Control: the same CSR with sane arguments is signed.
     assert _sign(inst, csr, "appliance9", "--group", "storage", "--days", "825").stdout.strip().endswith(
         "clients/appliance9/cert.pem")
+
+
+def _conf(path: Path, name: str, port: int, cert: Path, key: Path, ca: Path) -> Path:
+    path.write_text(f"[{name}]\nhost=127.0.0.1\nport={port}\ncertfile={cert}\nkeyfile={key}\nca_certs={ca}\n"
+                    "cert_reqs=CERT_REQUIRED\nssl_version=PROTOCOL_SSLv23\n")
+    return path
+
+
+def _creates(conf: Path, name: str) -> bool:
+    try:
+        with ProxyKmipClient(config=name, config_file=str(conf)) as c:
+            c.create(enums.CryptographicAlgorithm.AES, 128)
+        return True
+    except Exception:  # noqa: BLE001 - refused at the TLS handshake (PyKMIP wraps it variously)
+        return False
+
+
+def test_enterprise_ca_in_the_bundle_and_one_crl_per_ca(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """docs/operations.md, Bringing your own CA: an enterprise CA added to tls.ca (here in front of
+    the dev CA) authenticates its clients; the dev CA keeps issuing and signing; a CA outside the
+    bundle is refused; with tls.crl set, each CA in the bundle needs its CRL in that file."""
+    base = tmp_path_factory.mktemp("byo-ca")
+    byo = make_instance(base / "inst", None)
+    ent, ent_key, rogue, rogue_key = base / "ent.pem", base / "ent.key", base / "rogue.pem", base / "rogue.key"
+    pki.make_ca(ent, ent_key, "Example Corp Issuing CA")
+    pki.make_ca(rogue, rogue_key, "Example Corp Issuing CA")  # same name, other key: not trusted
+    bundle = byo.dir / "pki" / "ca.pem"
+    bundle.write_bytes(ent.read_bytes() + bundle.read_bytes())
+    for ca, key, who in [(ent, ent_key, "storage01"), (rogue, rogue_key, "storage02")]:
+        pki.issue(ca, key, base / f"{who}.pem", base / f"{who}.key", who, server=False, groups=("storage",))
+    signed_key = ec.generate_private_key(ec.SECP256R1())
+    (base / "csr.pem").write_bytes(_csr(signed_key))
+    _sign(byo, base / "csr.pem", "array01")  # the dev CA signs, though it is second in the bundle
+    byo.client("bob")
+    srv = byo.start()
+    try:
+        confs = {
+            who: _conf(base / f"{who}.conf", who, srv.port, base / f"{who}.pem", base / f"{who}.key", bundle)
+            for who in ("storage01", "storage02")}
+        confs["array01"] = _conf(base / "array01.conf", "array01", srv.port, byo.dir / "clients/array01/cert.pem",
+                                 _write_key(base / "array01.key", signed_key), byo.dir / "clients/array01/ca.pem")
+        confs["bob"] = srv.client_conf("bob")
+        assert {who: _creates(conf, who) for who, conf in confs.items()} == {
+            "storage01": True, "storage02": False, "array01": True, "bob": True}
+        identities = {json.loads(ln)["identity"] for ln in (byo.dir / "audit.jsonl").read_text().splitlines()}
+        assert {"storage01", "array01", "bob"} <= identities and "storage02" not in identities
+
+        # A CRL for the dev CA only: the enterprise CA's clients can no longer be checked, so refused.
+        dev_crl = base / "dev-crl.pem"
+        pki.revoke(bundle, byo.dir / "pki" / "ca.key", byo.dir / "clients" / "admin" / "cert.pem", dev_crl)
+        cfg = byo.config.read_text()
+        byo.config.write_text(cfg.replace("tls:\n", f"tls:\n  crl: {byo.dir / 'pki' / 'crl.pem'}\n", 1))
+        (byo.dir / "pki" / "crl.pem").write_bytes(dev_crl.read_bytes())
+        srv.proc.send_signal(signal.SIGHUP)
+        assert eventually_bool(lambda: not _creates(confs["storage01"], "storage01"))
+        assert _creates(confs["bob"], "bob") and not _creates(srv.client_conf(), "admin")
+        # One CRL per CA in the same file: the enterprise clients are back.
+        pki.revoke(ent, ent_key, base / "storage02.pem", base / "ent-crl.pem")  # any serial will do
+        (byo.dir / "pki" / "crl.pem").write_bytes(dev_crl.read_bytes() + (base / "ent-crl.pem").read_bytes())
+        srv.proc.send_signal(signal.SIGHUP)
+        assert eventually_bool(lambda: _creates(confs["storage01"], "storage01"))
+    finally:
+        assert srv.stop() == 0
+
+
+def eventually_bool(check, attempts: int = 40) -> bool:  # type: ignore[no-untyped-def]
+    """True once ``check()`` is (each worker reloads on its own after SIGHUP)."""
+    for _ in range(attempts):
+        if check():
+            return True
+        time.sleep(0.25)
+    return False
