@@ -161,7 +161,7 @@ def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
     if args.certs_command == "sign":
         return cmd_certs_sign(args, settings)
     if args.certs_command == "revoke":
-        from . import pki
+        from .admin import pki
 
         cert = settings.instance_dir / "clients" / args.name / "cert.pem"
         crl = settings.tls.crl or settings.tls.ca.parent / "crl.pem"
