@@ -246,3 +246,82 @@ def test_version_flag() -> None:
     out = subprocess.run([str(Path(sys.executable).parent / "kmip-bridge"), "--version"],
                          capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout) == (0, f"kmip-bridge {kmip_bridge.__version__}\n")
+
+
+# -- the alerts fire when they should, and only then (promtool test rules on synthetic series) -------
+
+def _expected(alert: str, labels: dict[str, str], value: float) -> dict:
+    """The alert as Prometheus would send it: its rule's labels and rendered annotations."""
+    rule = next(r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if r.get("alert") == alert)
+
+    def render(text: str) -> str:
+        text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), text)
+        return text.replace("{{ $value }}", f"{value:g}")
+
+    return {"exp_labels": {**rule["labels"], **labels},
+            "exp_annotations": {k: render(v) for k, v in rule["annotations"].items()}}
+
+
+def _series(name: str, values: str, **labels: str) -> dict:
+    inner = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{name}{{{inner}}}", "values": values}
+
+
+ALERT_CASES = [
+    # (alert, input series, eval time, alerts expected at that time)
+    ("KmipBridgeNotReady", [
+        _series("kmip_bridge_worker_ready", "1 1 0 0 0 0 0", instance="a", pid="1"),
+        _series("kmip_bridge_worker_ready", "1 1 1 1 1 1 1", instance="a", pid="2"),
+        _series("kmip_bridge_worker_ready", "1 1 1 1 1 1 1", instance="b", pid="3")],
+     "5m", [("KmipBridgeNotReady", {"instance": "a"}, 0)]),
+    ("KmipBridgeNotReady", [_series("kmip_bridge_worker_ready", "1 1 0 1 1 1 1", instance="a", pid="1")],
+     "5m", []),  # one failed check, then ready again: no alert
+    ("KmipBridgeCryptographicFailures", [
+        _series("kmip_bridge_request_errors_total", "0+1x30", instance="a", operation="GET",
+                reason="cryptographic_failure"),
+        _series("kmip_bridge_request_errors_total", "0+50x30", instance="b", operation="GET",
+                reason="item_not_found")],
+     "15m", [("KmipBridgeCryptographicFailures", {"instance": "a", "operation": "GET"}, 0)]),
+    ("KmipBridgeHighErrorRatio", [
+        _series("kmip_bridge_requests_total", "0+60x30", instance="a", operation="GET", result="success"),
+        _series("kmip_bridge_requests_total", "0+30x30", instance="a", operation="GET", result="operation_failed"),
+        _series("kmip_bridge_requests_total", "0+600x30", instance="b", operation="GET", result="success"),
+        _series("kmip_bridge_requests_total", "0+6x30", instance="b", operation="GET", result="operation_failed")],
+     "20m", [("KmipBridgeHighErrorRatio", {"instance": "a"}, 0)]),  # b fails 1 %: below 5 %
+    ("KmipBridgeRetiredKekStillInUse", [
+        _series("kmip_bridge_kek_objects", "5x200", instance="a", kek="default-v1"),
+        _series("kmip_bridge_kek_current", "0x200", instance="a", kek="default-v1"),
+        _series("kmip_bridge_kek_objects", "3x200", instance="a", kek="default-v2"),
+        _series("kmip_bridge_kek_current", "1x200", instance="a", kek="default-v2"),
+        _series("kmip_bridge_kek_objects", "0x200", instance="b", kek="default-v1"),  # rewrapped: fine
+        _series("kmip_bridge_kek_current", "0x200", instance="b", kek="default-v1")],
+     "8d", [("KmipBridgeRetiredKekStillInUse", {"instance": "a", "kek": "default-v1"}, 5)]),
+    ("KmipBridgeRetiredKekStillInUse", [
+        _series("kmip_bridge_kek_objects", "5x200", instance="a", kek="default-v1"),
+        _series("kmip_bridge_kek_current", "0x200", instance="a", kek="default-v1")],
+     "6d", []),  # a rotation in progress: rewrap has a week
+    ("KmipBridgeNoCurrentKek", [
+        _series("kmip_bridge_kek_current", "1 0 0 0 0 0 0 0 0", instance="a", kek="default-v1"),
+        _series("kmip_bridge_kek_current", "1 1 1 1 1 1 1 1 1", instance="b", kek="default-v1")],
+     "8m", [("KmipBridgeNoCurrentKek", {"instance": "a"}, 0)]),
+]
+
+
+def _promtool_test(promtool_path: str, path: Path, cases: list, interval: str) -> subprocess.CompletedProcess[str]:
+    tests = [{"interval": interval, "input_series": series, "alert_rule_test": [{
+        "eval_time": at, "alertname": alert,
+        "exp_alerts": [_expected(name, labels, value) for name, labels, value in expected]}]}
+        for alert, series, at, expected in cases]
+    # Evaluated at the samples' own interval: a sample older than 5 min is stale to Prometheus.
+    path.write_text(yaml.safe_dump({"rule_files": [str(RULES)], "evaluation_interval": interval, "tests": tests}))
+    return subprocess.run([promtool_path, "test", "rules", str(path)], capture_output=True, text=True, timeout=120)
+
+
+def test_alerts_fire_when_they_should_and_only_then(promtool_path: str, tmp_path: Path) -> None:
+    for interval, cases in (("1h", [c for c in ALERT_CASES if c[2].endswith("d")]),
+                            ("1m", [c for c in ALERT_CASES if not c[2].endswith("d")])):
+        out = _promtool_test(promtool_path, tmp_path / f"alerts-{interval}.yaml", cases, interval)
+        assert out.returncode == 0, out.stdout + out.stderr
+    # Control: promtool compares every alert, so a case expecting nothing where one fires fails.
+    alert, series, at, _ = ALERT_CASES[0]
+    assert _promtool_test(promtool_path, tmp_path / "control.yaml", [(alert, series, at, [])], "1m").returncode
