@@ -7,7 +7,7 @@ import ssl
 import sys
 from pathlib import Path
 
-from . import logs
+from . import __version__, logs
 from .config import KEK_KINDS, ConfigError, Settings, config_warnings, load
 
 
@@ -17,6 +17,7 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kmip-bridge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kmip-bridge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("conformance", help="replay OASIS KMIP test vectors against a server (--help for options)")
     sub.add_parser("bench", help="benchmark against a server, or side by side with stock PyKMIP (--help)")
@@ -36,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = certs.add_parser("client", help="issue a client certificate and pykmip.conf")
     c.add_argument("name")
     c.add_argument("--group", action="append", default=[], help="group (certificate OU); repeatable")
+    _config_arg(c)
+    c = certs.add_parser("sign", help="sign an appliance's CSR with the instance CA (CN/OU from the arguments)")
+    c.add_argument("--csr", required=True, type=Path, help="the appliance's certificate signing request (PEM or DER)")
+    c.add_argument("--name", required=True, help="client identity (certificate CN); the CSR's subject is ignored")
+    c.add_argument("--group", action="append", default=[], help="group (certificate OU); repeatable")
+    c.add_argument("--days", type=int, default=None, help="validity in days (default 365, at most 825)")
     _config_arg(c)
     c = certs.add_parser("revoke", help="add NAME's client certificate to the dev CA's CRL (pki/crl.pem)")
     c.add_argument("name")
@@ -125,9 +132,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(opts, tls, lambda: App(settings))
 
 
+def cmd_certs_sign(args: argparse.Namespace, settings: Settings) -> int:
+    from .admin import pki
+
+    days = pki.SIGN_DEFAULT_DAYS if args.days is None else args.days
+    try:
+        name = pki.check_name("client name", args.name)
+        csr = pki.load_csr(args.csr.read_bytes())
+        ca, ca_key = pki.ca_pair(settings.tls.ca, settings.tls.ca.with_suffix(".key"))
+        signed = pki.sign_csr(ca, ca_key, csr, name, tuple(args.group), days)
+        path = pki.write_signed(settings.instance_dir / "clients" / name, signed.cert, ca)
+    except pki.CsrError as exc:
+        print(f"kmip-bridge: certs sign: {exc}", file=sys.stderr)
+        return 1
+    if signed.requested_subject:
+        print(f"note: the CSR asked for '{signed.requested_subject}'; the certificate says "
+              f"'{signed.cert.subject.rfc4514_string()}'", file=sys.stderr)
+    if signed.clamped:
+        print(f"note: validity cut to the CA's own expiry, {signed.cert.not_valid_after_utc:%Y-%m-%d}",
+              file=sys.stderr)
+    print(path)
+    return 0
+
+
 def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
     from .admin.instance import ensure_client
 
+    if args.certs_command == "sign":
+        return cmd_certs_sign(args, settings)
     if args.certs_command == "revoke":
         from .admin import pki
 

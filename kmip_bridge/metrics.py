@@ -44,6 +44,11 @@ class _Instruments:
             "kmip_bridge_requests", "KMIP batch items processed, by operation and result status",
             ["operation", "result"],
         )
+        # Failures only: why they failed (item_not_found, permission_denied, cryptographic_failure, ...).
+        self.errors = Counter(
+            "kmip_bridge_request_errors", "KMIP batch items that failed, by operation and result reason",
+            ["operation", "reason"],
+        )
         self.latency = Histogram(
             "kmip_bridge_request_duration_seconds", "time to process one KMIP batch item",
             ["operation"], buckets=BUCKETS,
@@ -88,6 +93,11 @@ class _Instruments:
             "kmip_bridge_kek_current", "1 for the KEK version new objects are sealed under",
             ["kek"], multiprocess_mode="mostrecent",
         )
+        # Set once by the master; "max" files survive mark_process_dead (only live* gauges are dropped).
+        self.build_info = Gauge(
+            "kmip_bridge_build_info", "always 1: the running kmip-bridge version and Python",
+            ["version", "python"], multiprocess_mode="max",
+        )
 
 
 _on: _Instruments | None = None
@@ -101,6 +111,11 @@ def setup(directory: Path) -> None:
     directory.mkdir(parents=True, mode=0o700)
     os.environ[ENV] = str(directory)
     _on = _Instruments()
+    import platform
+
+    from . import __version__
+
+    _on.build_info.labels(__version__, platform.python_version()).set(1)
     # Unlabelled gauges get a value file at creation: the master's would read as a worker never ready.
     from prometheus_client import multiprocess
 
@@ -114,12 +129,15 @@ def enabled() -> bool:
 # -- the hot path ------------------------------------------------------------------------------------
 
 
-def observe(operation: str, result: str, started: float) -> None:
-    """One batch item: ``started`` is its time.perf_counter() at start."""
+def observe(operation: str, result: str, started: float, reason: str | None = None) -> None:
+    """One batch item: ``started`` is its time.perf_counter() at start; ``reason`` its Result
+    Reason when it failed."""
     m = _on
     if m is None:
         return
     m.requests.labels(operation, result).inc()
+    if reason is not None:
+        m.errors.labels(operation, reason).inc()
     m.latency.labels(operation).observe(time.perf_counter() - started)
 
 

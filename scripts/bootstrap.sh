@@ -25,3 +25,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install -q -e '.[test]'
     echo "$want" > "$stamp"
 fi
+
+# promtool (Prometheus' rule checker) for the test of conf/prometheus-rules.yaml: extracted from
+# Debian's prometheus package into the git-ignored .cache/ (no service installed). Optional.
+if [ ! -x .cache/promtool/promtool ] && ! command -v promtool >/dev/null && command -v apt-get >/dev/null; then
+    echo "bootstrap: fetching promtool (Debian package prometheus, binary only)" >&2
+    tmp=$(mktemp -d)
+    if (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1 \
+        && dpkg-deb --fsys-tarfile prometheus_*.deb | tar -x ./usr/bin/promtool); then
+        mkdir -p .cache/promtool && mv "$tmp/usr/bin/promtool" .cache/promtool/promtool
+    else
+        echo "bootstrap: promtool unavailable; the rules test then checks structure only" >&2
+    fi
+    rm -rf "$tmp"
+fi

@@ -84,6 +84,7 @@ HANDLERS: dict[int, Handler] = {
 
 
 _STATUS = {s.value: s.name.lower() for s in ResultStatus}
+_REASON = {r.value: r.name.lower() for r in ResultReason}
 
 
 def _op_name(op: int | None) -> str:
@@ -204,7 +205,8 @@ def run_item(ctx: RequestContext, item: BatchItem) -> Result:
             result = Result.failure(item, error)
             result.payload = getattr(error, "payload", None)  # a failed 1.x Check names what failed
     auditing.record(ctx, item, result, started)  # the audit file (if enabled) and the log line
-    metrics.observe(_op_name(item.operation), _STATUS.get(result.status, "unknown"), started)
+    reason = None if result.reason is None else _REASON.get(result.reason, "unknown")
+    metrics.observe(_op_name(item.operation), _STATUS.get(result.status, "unknown"), started, reason)
     return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kmip.core.enums import QueryFunction
 from kmip.core.enums import Tags as T
 
+from .. import __version__
 from ..protocol import ttlv
 from ..protocol.messages import SUPPORTED_VERSIONS, protocol_version
 from ..protocol.ttlv import Item
@@ -26,7 +27,9 @@ def query(ctx: RequestContext, payload: Item) -> Item:
         body += [ttlv.enum(T.OBJECT_TYPE, t) for t in OBJECT_TAGS]
     if QueryFunction.QUERY_SERVER_INFORMATION.value in functions:
         body.append(ttlv.text(T.VENDOR_IDENTIFICATION, VENDOR))
-        body.append(ttlv.struct_(T.SERVER_INFORMATION, []))
+        # Vendor-specific in 1.x; these are the 2.0 fields (Product Name, Server Version).
+        body.append(ttlv.struct_(T.SERVER_INFORMATION, [
+            ttlv.text(T.PRODUCT_NAME, VENDOR), ttlv.text(T.SERVER_VERSION, __version__)]))
     return ttlv.struct_(T.RESPONSE_PAYLOAD, body)
 
 
