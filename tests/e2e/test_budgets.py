@@ -122,7 +122,11 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Instance:
 def server(instance: Instance) -> Iterator[Server]:
     for name in ("mallory", "bob"):
         instance.client(name)
-    srv = instance.start(max_response_size=MAX_RESPONSE, max_streams_per_identity=4)
+    # The per-request work budget (server.max_request_work, tested in test_export_rules.py) is
+    # raised here so that the red-team batch of two maximal PBKDF2 items is admitted by it and
+    # these tests exercise the write lock, not that budget.
+    srv = instance.start(max_response_size=MAX_RESPONSE, max_streams_per_identity=4,
+                         max_request_work=4 * 4 * SLOW_ITERATIONS)
     yield srv
     assert srv.stop() == 0, "".join(srv.log[-20:])
 
