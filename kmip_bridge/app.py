@@ -113,7 +113,7 @@ class App:
         audit = AuditLog(settings.audit.path) if settings.audit.enabled and settings.audit.path else None
         self.services = Services(
             keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants,
-            audit=audit,
+            audit=audit, max_located_items=settings.server.max_located_items,
         )
         # metrics on: this worker's token and database checks, published for /readyz
         self._readiness = metrics.start_readiness(self._check_ready)

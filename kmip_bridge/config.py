@@ -37,6 +37,9 @@ class ServerSettings:
     max_batch_items: int = 1000  # a request with more gets one Invalid Message failure
     max_depth: int = 32  # TTLV structure nesting
     max_items: int = 100_000  # TTLV items in one message
+    # identifiers one Locate returns at most (MySQL/Percona keyrings ask for up to 65,535 at
+    # once); past it a client pages with Offset Items
+    max_located_items: int = 65_535
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError("server.max_message_size: must be at least 1024 bytes")
     if s.max_connections < 1:
         raise ConfigError("server.max_connections: must be at least 1")
-    for key in ("max_batch_items", "max_depth", "max_items"):
+    for key in ("max_batch_items", "max_depth", "max_items", "max_located_items"):
         if getattr(s, key) < 1:
             raise ConfigError(f"server.{key}: must be at least 1")
     if s.max_depth > 256:  # the decoder recurses once per level

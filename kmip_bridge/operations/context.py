@@ -28,6 +28,7 @@ class Services:
     # group -> KEK name for tenants with their own KEK
     tenant_keks: Mapping[str, str] = field(default_factory=dict)
     audit: AuditLog | None = None  # the hash-chained audit file; None when audit.enabled is false
+    max_located_items: int = 65535  # server.max_located_items: identifiers in one Locate answer
 
 
 @dataclass
