@@ -38,6 +38,12 @@ def _excluded_states(payload: Item, state: object) -> tuple[int, ...] | None:
 
 def _criteria(ctx: RequestContext, payload: Item) -> list[Attribute]:
     crit = [wire.parse_v1(a) for a in payload.all(T.ATTRIBUTE.value)]
+    # Some appliances (FortiGate) wrap 1.x criteria in a Template-Attribute, which Locate does not
+    # define: read as criteria, never ignored (ignoring them would match every object).
+    for template in payload.all(T.TEMPLATE_ATTRIBUTE.value):
+        if template.type != Type.STRUCTURE or template.get(T.NAME.value) is not None:
+            raise KmipError(ResultReason.INVALID_FIELD, "Locate takes a Template-Attribute of attributes only")
+        crit += [wire.parse_v1(a) for a in template.all(T.ATTRIBUTE.value)]
     attributes = payload.get(T.ATTRIBUTES.value)
     if attributes is not None:
         crit += [wire.parse_v2(a) for a in attributes]
