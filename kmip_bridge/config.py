@@ -49,6 +49,8 @@ class TlsSettings:
     key: Path
     min_version: str = "1.2"
     crl: Path | None = None  # PEM CRL of the client CA; re-read on SIGHUP
+    profile: str = "modern"  # modern: ECDHE + AEAD on TLS 1.2; legacy: also CBC-SHA256 and RSA key exchange
+    ciphers: str | None = None  # an OpenSSL cipher string for TLS 1.2, replacing the profile's suites
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,17 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"server.{key}: must be a positive number of seconds")
     if settings.tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version: must be \"1.2\" or \"1.3\"")
+    if settings.tls.profile not in ("modern", "legacy"):
+        raise ConfigError("tls.profile: must be modern or legacy")
+    if settings.tls.ciphers is not None:
+        import ssl
+
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(settings.tls.ciphers)
+        except ssl.SSLError:
+            raise ConfigError(
+                f"tls.ciphers: OpenSSL knows no cipher suite in {settings.tls.ciphers!r} (see 'openssl ciphers')"
+            ) from None
     if settings.keyhsm.kek_kind not in KEK_KINDS:
         raise ConfigError(f"keyhsm.kek_kind: must be one of {', '.join(KEK_KINDS)}")
     if settings.policy.groups_from not in ("ou", "map", "both"):
@@ -383,6 +396,12 @@ def config_warnings(settings: Settings) -> list[str]:
     """Insecure but accepted settings, for a startup warning in the log (never the secret itself)."""
     out = []
     k = settings.keyhsm
+    t = settings.tls
+    if t.profile == "legacy" or t.ciphers is not None:
+        out.append(
+            f"tls.{'ciphers' if t.ciphers is not None else 'profile'}: TLS 1.2 suites beyond ECDHE with AEAD "
+            "are offered (CBC, or RSA key exchange without forward secrecy); for old appliances only"
+        )
     if k.pin is not None:
         out.append(
             "keyhsm.pin: the token PIN is written in the config file; move it to a 0600 pin_file "

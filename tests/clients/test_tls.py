@@ -58,3 +58,87 @@ def test_session_resumes_on_every_worker(server: Server, instance: Instance, tls
             _exchange(again)
             reused.append(again.session_reused)
     assert all(reused), f"resumed {sum(reused)} of {len(reused)}"
+
+
+# -- tls.profile: modern (default) and legacy, with an ECDSA and an RSA server certificate -----------
+def _rsa_server_cert(instance: Instance) -> tuple[str, str]:
+    """An RSA-2048 server certificate from the instance's dev CA (the dev PKI issues ECDSA)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    pki = instance.dir / "pki"
+    ca = x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    (pki / "server-rsa.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (pki / "server-rsa.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (pki / "server-rsa.key").chmod(0o600)
+    return "pki/server-rsa.pem", "pki/server-rsa.key"
+
+
+def _appliance(instance: Instance, port: int, suites: str) -> str | None:
+    """Connects as an appliance offering only ``suites`` on TLS 1.2; the cipher agreed, or None
+    if the server refused the handshake."""
+    folder = instance.dir / "clients" / "appliance"
+    if not folder.exists():
+        instance.client("appliance")
+    ctx = client_context(instance.dir / "pki" / "ca.pem", folder / "cert.pem", folder / "key.pem")
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(suites)
+    try:
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port))) as sock:
+            _exchange(sock)
+            cipher = sock.cipher()
+            return cipher[0] if cipher else None
+    except (ssl.SSLError, ConnectionResetError):
+        return None
+
+
+RSA_KX_CBC = "AES128-SHA256:AES256-SHA256"  # RSA key exchange, AES-CBC, SHA-256
+ECDSA_CBC = "ECDHE-ECDSA-AES128-SHA256"
+
+
+@pytest.fixture(scope="module")
+def tls_instance(tmp_path_factory: pytest.TempPathFactory) -> Instance:
+    from ..e2e.conftest import make_instance
+
+    return make_instance(tmp_path_factory.mktemp("tls-profiles"), None)
+
+
+@pytest.mark.parametrize("cert", ["ecdsa", "rsa"])
+def test_legacy_profile_admits_cbc_appliances_modern_refuses(tls_instance: Instance, cert: str) -> None:
+    import yaml
+
+    inst = tls_instance
+    cfg = yaml.safe_load(inst.config.read_text())
+    if cert == "rsa":
+        cfg["tls"]["cert"], cfg["tls"]["key"] = _rsa_server_cert(inst)
+    legacy_only = RSA_KX_CBC if cert == "rsa" else ECDSA_CBC
+    for profile in ("modern", "legacy"):
+        cfg["tls"]["profile"] = profile
+        inst.config.write_text(yaml.safe_dump(cfg))
+        srv = inst.start(workers=1)
+        try:
+            agreed = _appliance(inst, srv.port, legacy_only)
+            modern = _appliance(inst, srv.port, "ECDHE+AESGCM:" + legacy_only)
+            if profile == "modern":
+                assert agreed is None, f"the default profile accepted {agreed}"
+                assert not srv.saw("tls.profile", timeout=0.5)
+            else:
+                assert agreed in legacy_only.split(":"), agreed
+                assert srv.saw('"tls.profile: TLS 1.2 suites beyond ECDHE with AEAD')
+            # A client that can do better gets an AEAD suite under either profile.
+            assert modern is not None and "GCM" in modern, modern
+        finally:
+            assert srv.stop() == 0
