@@ -112,6 +112,9 @@ class PolicySettings:
     # KMIP: a Pre-Active object is not to be used for any cryptographic purpose. PyKMIP clients
     # derive from registered, never activated secrets; true admits those (DeriveKey only).
     derive_from_pre_active: bool = False
+    # A Username and Password credential in a request header (some appliances send one besides
+    # their certificate) must name the certificate's identity; false: credentials are ignored.
+    bind_credential: bool = False
 
 
 @dataclass(frozen=True)

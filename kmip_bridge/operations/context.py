@@ -29,6 +29,7 @@ class Services:
     tenant_keks: Mapping[str, str] = field(default_factory=dict)
     audit: AuditLog | None = None  # the hash-chained audit file; None when audit.enabled is false
     max_located_items: int = 65535  # server.max_located_items: identifiers in one Locate answer
+    bind_credential: bool = False  # policy.bind_credential: header usernames must be the identity
 
 
 @dataclass

@@ -134,6 +134,42 @@ def test_fortigate_locate_by_name_in_template(server: Server, instance: Instance
         c.call(Operation.ACTIVATE, payload(uid(key)), header_extra=header)
         assert len(c.get_key_material(key)[1]) == 32
     assert not any(secret in line for line in server.log), "the Credential password reached the log"
+    audit = instance.dir / "audit.jsonl"
+    assert audit.exists() and secret not in audit.read_text(), "the Credential password reached the audit file"
+
+
+def test_credential_bound_to_certificate_identity(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """policy.bind_credential: a header credential naming another identity than the certificate's
+    is refused (Authentication Not Successful); naming it, or sending none, is served. A malformed
+    Authentication is Invalid Message whatever the setting."""
+    import yaml
+
+    from ..e2e.conftest import make_instance
+
+    inst = make_instance(tmp_path / "bound", None)
+    cfg = yaml.safe_load(inst.config.read_text())
+    cfg["policy"]["bind_credential"] = True
+    inst.config.write_text(yaml.safe_dump(cfg))
+    srv = inst.start(workers=1)
+    try:
+        with Conversation(srv, inst, "fortigate", (1, 2)) as c:
+            c.discover()  # no credential: the certificate alone
+            c.call(Operation.DISCOVER_VERSIONS, payload(), header_extra=[_credential("fortigate", "pw")])
+            reply = c.send([(Operation.DISCOVER_VERSIONS.value, payload())],
+                           header_extra=[_credential("other-device", "pw")])
+            item = reply.items[0]
+            assert item.value_of(T.RESULT_REASON.value) == ResultReason.AUTHENTICATION_NOT_SUCCESSFUL.value
+            broken = ttlv.struct_(T.AUTHENTICATION, [ttlv.struct_(T.CREDENTIAL, [
+                ttlv.enum(T.CREDENTIAL_TYPE, enums.CredentialType.USERNAME_AND_PASSWORD)])])
+            reply = c.send([(Operation.DISCOVER_VERSIONS.value, payload())], header_extra=[broken])
+            assert reply.items[0].value_of(T.RESULT_REASON.value) == ResultReason.INVALID_MESSAGE.value
+            # Device credentials (no username) are accepted as they are.
+            device = ttlv.struct_(T.AUTHENTICATION, [ttlv.struct_(T.CREDENTIAL, [
+                ttlv.enum(T.CREDENTIAL_TYPE, enums.CredentialType.DEVICE),
+                ttlv.struct_(T.CREDENTIAL_VALUE, [ttlv.text(T.DEVICE_SERIAL_NUMBER, "FGT60F0000000001")])])])
+            c.call(Operation.DISCOVER_VERSIONS, payload(), header_extra=[device])
+    finally:
+        assert srv.stop() == 0
 
 
 def test_vast_rekey(server: Server, instance: Instance) -> None:

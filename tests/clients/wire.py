@@ -60,8 +60,13 @@ def check_well_formed(data: bytes, version: Version, operations: list[int]) -> I
     assert header.value_of(T.BATCH_COUNT.value) == len(items)
     _check_tags(message, version, [])
     for item, op in zip(items, operations, strict=False):
-        assert item.value_of(T.OPERATION.value) == op, "batch item answers another operation"
-        assert item.value_of(T.RESULT_STATUS.value) is not None
+        status = item.value_of(T.RESULT_STATUS.value)
+        assert status is not None
+        # A message refused as a whole (not parsed) names no operation; any other item echoes its own.
+        if item.get(T.OPERATION.value) is None:
+            assert status != ResultStatus.SUCCESS.value and len(items) == 1, "batch item names no operation"
+        else:
+            assert item.value_of(T.OPERATION.value) == op, "batch item answers another operation"
     if version < (2, 0):
         _check_v1_attributes(message, version)
     return message
