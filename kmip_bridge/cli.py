@@ -129,7 +129,7 @@ def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
     from .admin.instance import ensure_client
 
     if args.certs_command == "revoke":
-        from . import pki
+        from .admin import pki
 
         cert = settings.instance_dir / "clients" / args.name / "cert.pem"
         crl = settings.tls.crl or settings.tls.ca.parent / "crl.pem"

@@ -5,6 +5,8 @@ The master draws one random secret before it forks; each worker derives the tick
 current period from it (HMAC-SHA256), so all workers hold the same key without talking to each
 other, and the key changes every ``period`` seconds without anyone sending a new one. A ticket made
 under the previous key is not accepted after a rotation: that client does one full handshake.
+The key also depends on the context's certificates and CRL, so a SIGHUP that loads a new CRL
+ends resumption of every earlier session: a revoked client must handshake again, and is refused.
 
 Python's ``ssl`` has no call for ticket keys. OpenSSL has (``SSL_CTX_ctrl`` with
 ``SSL_CTRL_SET_TLSEXT_TICKET_KEYS``); it is reached with ctypes through the very libssl the
@@ -74,9 +76,12 @@ class TicketKeys:
     def epoch(self, now: float | None = None) -> int:
         return int((time.time() if now is None else now) // self.period)
 
-    def key(self, epoch: int) -> bytes:
+    def key(self, epoch: int, salt: bytes = b"") -> bytes:
+        """``salt``: the context's TLS material (tls.material_digest): new certificates or a new
+        CRL give new keys, so sessions resumed under the old ones end."""
         def part(label: bytes) -> bytes:
-            return hmac.new(self._secret, label + epoch.to_bytes(8, "big"), hashlib.sha256).digest()
+            data = label + epoch.to_bytes(8, "big") + hashlib.sha256(salt).digest()
+            return hmac.new(self._secret, data, hashlib.sha256).digest()
 
         name, mac, aes = (part(b"kmip-bridge ticket " + label) for label in (b"name", b"hmac", b"aes"))
         return name[:16] + mac + aes
@@ -89,7 +94,8 @@ class TicketKeys:
             log.warning("TLS session tickets: cannot share keys across workers on this Python/OpenSSL; "
                         "a resumed session then needs the same worker")
             return False
-        buf = ctypes.create_string_buffer(self.key(self.epoch() if epoch is None else epoch), _KEYS_LEN)
+        salt = getattr(ctx, "material_digest", b"")
+        buf = ctypes.create_string_buffer(self.key(self.epoch() if epoch is None else epoch, salt), _KEYS_LEN)
         ok = lib.SSL_CTX_ctrl(ptr, _SET_TICKET_KEYS, _KEYS_LEN, buf) == 1
         ctypes.memset(buf, 0, _KEYS_LEN)
         return ok

@@ -3,6 +3,7 @@ operator chooses the legacy profile or a suite list of their own."""
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from pathlib import Path
 
@@ -34,5 +35,13 @@ def server_context(
         ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
     ctx.set_ciphers(ciphers or PROFILES[profile])
+    # What the context trusts and presents: session-ticket keys are derived from it (tickets.py),
+    # so a new CRL or certificate also ends every session resumed under the old ones — a client
+    # revoked by SIGHUP must do a full handshake, where the CRL is checked.
+    digest = hashlib.sha256()
+    for path in (ca, cert, crl):
+        if path is not None:
+            digest.update(path.read_bytes())
+    ctx.material_digest = digest.digest()  # type: ignore[attr-defined]
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     return ctx

@@ -142,3 +142,69 @@ def test_legacy_profile_admits_cbc_appliances_modern_refuses(tls_instance: Insta
             assert modern is not None and "GCM" in modern, modern
         finally:
             assert srv.stop() == 0
+
+
+def test_revoked_client_cannot_resume_after_crl_reload(tls_instance: Instance) -> None:
+    """Resumption skips certificate checks, so a new CRL must end old sessions: after `certs
+    revoke` + SIGHUP the revoked client's saved session is not resumed and its full handshake is
+    refused; another client still connects."""
+    import signal
+
+    import yaml
+
+    inst = tls_instance
+    cfg = yaml.safe_load(inst.config.read_text())
+    cfg["tls"].update(profile="modern", cert="pki/server.pem", key="pki/server.key", crl=None)
+    inst.config.write_text(yaml.safe_dump(cfg))
+    for name in ("leaver", "stayer"):
+        inst.client(name)
+    srv = inst.start()
+
+    def ctx(name: str) -> ssl.SSLContext:
+        folder = inst.dir / "clients" / name
+        c = client_context(inst.dir / "pki" / "ca.pem", folder / "cert.pem", folder / "key.pem")
+        c.maximum_version = ssl.TLSVersion.TLSv1_2
+        return c
+
+    try:
+        leaver = ctx("leaver")
+        with leaver.wrap_socket(socket.create_connection(("127.0.0.1", srv.port))) as s:
+            _exchange(s)
+            session = s.session
+        with leaver.wrap_socket(socket.create_connection(("127.0.0.1", srv.port)), session=session) as s:
+            _exchange(s)
+            assert s.session_reused
+        from ..e2e.conftest import run_cli
+
+        run_cli("certs", "revoke", "leaver", "--config", str(inst.config))
+        cfg["tls"]["crl"] = "pki/crl.pem"
+        inst.config.write_text(yaml.safe_dump(cfg))
+        srv.proc.send_signal(signal.SIGHUP)
+
+        def served() -> bool:
+            try:
+                with leaver.wrap_socket(socket.create_connection(("127.0.0.1", srv.port)), session=session) as s:
+                    _exchange(s)
+                    return True
+            except (ssl.SSLError, ConnectionResetError, BrokenPipeError, AssertionError):
+                return False
+
+        # Each worker logs "reloaded" just before it rebuilds its TLS context: wait for both
+        # workers, then for the first refusal; from then on every attempt, on either worker, fails.
+        assert eventually_true(lambda: sum('"msg": "reloaded"' in ln for ln in srv.log) >= 2)
+        assert eventually_true(lambda: not served())
+        assert not any(served() for _ in range(8)), "revoked client resumed its session after the CRL reload"
+        with ctx("stayer").wrap_socket(socket.create_connection(("127.0.0.1", srv.port))) as s:
+            _exchange(s)
+    finally:
+        assert srv.stop() == 0
+
+
+def eventually_true(check, attempts: int = 40) -> bool:  # type: ignore[no-untyped-def]
+    import time
+
+    for _ in range(attempts):
+        if check():
+            return True
+        time.sleep(0.25)
+    return False

@@ -17,6 +17,7 @@ def test_key_is_a_function_of_secret_and_period() -> None:
     assert a.key(5) != a.key(6)
     assert tickets.TicketKeys(b"t" * 32, 60).key(5) != a.key(5)
     assert a.epoch(119.9) == 1 and a.epoch(120.0) == 2
+    assert a.key(5, b"crl-1") != a.key(5, b"crl-2")  # a new CRL ends earlier sessions
     with pytest.raises(ValueError):
         tickets.TicketKeys(b"short")
 
