@@ -132,6 +132,8 @@ class App:
         self.services = Services(
             keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants,
             audit=audit, max_request_work=settings.server.max_request_work, budgets=budgets(settings),
+            max_located_items=settings.server.max_located_items,
+            bind_credential=settings.policy.bind_credential,
         )
         # metrics on: this worker's token and database checks, published for /readyz
         self._readiness = metrics.start_readiness(self._check_ready)

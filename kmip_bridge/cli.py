@@ -127,7 +127,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Re-run by each worker on SIGHUP: the tls section is re-read, so renewed certificates
         # and a new or updated CRL take effect without a restart.
         t = load(settings.path).tls
-        return server_context(t.ca, t.cert, t.key, t.min_version, t.crl)
+        return server_context(t.ca, t.cert, t.key, t.min_version, t.crl, t.profile, t.ciphers)
 
     return serve(opts, tls, lambda: App(settings))
 

@@ -49,6 +49,9 @@ class ServerSettings:
     max_stream_bytes: int = 4 * 1024 * 1024  # buffered input of one stream
     max_stream_bytes_per_identity: int = 16 * 1024 * 1024
     max_stream_bytes_total: int = 256 * 1024 * 1024  # every stream of one worker
+    # identifiers one Locate returns at most (MySQL/Percona keyrings ask for up to 65,535 at
+    # once); past it a client pages with Offset Items
+    max_located_items: int = 65_535
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class TlsSettings:
     key: Path
     min_version: str = "1.2"
     crl: Path | None = None  # PEM CRL of the client CA; re-read on SIGHUP
+    profile: str = "modern"  # modern: ECDHE + AEAD on TLS 1.2; legacy: also CBC-SHA256 and RSA key exchange
+    ciphers: str | None = None  # an OpenSSL cipher string for TLS 1.2, replacing the profile's suites
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,9 @@ class PolicySettings:
     # KMIP: a Pre-Active object is not to be used for any cryptographic purpose. PyKMIP clients
     # derive from registered, never activated secrets; true admits those (DeriveKey only).
     derive_from_pre_active: bool = False
+    # A Username and Password credential in a request header (some appliances send one besides
+    # their certificate) must name the certificate's identity; false: credentials are ignored.
+    bind_credential: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,7 +243,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError("server.max_message_size: must be at least 1024 bytes")
     if s.max_connections < 1:
         raise ConfigError("server.max_connections: must be at least 1")
-    for key in ("max_batch_items", "max_depth", "max_items", "max_request_work"):
+    for key in ("max_batch_items", "max_depth", "max_items", "max_request_work", "max_located_items"):
         if getattr(s, key) < 1:
             raise ConfigError(f"server.{key}: must be at least 1")
     if s.max_depth > 256:  # the decoder recurses once per level
@@ -246,6 +254,17 @@ def _check(settings: Settings) -> None:
     _check_budgets(s)
     if settings.tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version: must be \"1.2\" or \"1.3\"")
+    if settings.tls.profile not in ("modern", "legacy"):
+        raise ConfigError("tls.profile: must be modern or legacy")
+    if settings.tls.ciphers is not None:
+        import ssl
+
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(settings.tls.ciphers)
+        except ssl.SSLError:
+            raise ConfigError(
+                f"tls.ciphers: OpenSSL knows no cipher suite in {settings.tls.ciphers!r} (see 'openssl ciphers')"
+            ) from None
     if settings.keyhsm.kek_kind not in KEK_KINDS:
         raise ConfigError(f"keyhsm.kek_kind: must be one of {', '.join(KEK_KINDS)}")
     if settings.policy.groups_from not in ("ou", "map", "both"):
@@ -410,6 +429,12 @@ def config_warnings(settings: Settings) -> list[str]:
     """Insecure but accepted settings, for a startup warning in the log (never the secret itself)."""
     out = []
     k = settings.keyhsm
+    t = settings.tls
+    if t.profile == "legacy" or t.ciphers is not None:
+        out.append(
+            f"tls.{'ciphers' if t.ciphers is not None else 'profile'}: TLS 1.2 suites beyond ECDHE with AEAD "
+            "are offered (CBC, or RSA key exchange without forward secrecy); for old appliances only"
+        )
     if k.pin is not None:
         out.append(
             "keyhsm.pin: the token PIN is written in the config file; move it to a 0600 pin_file "

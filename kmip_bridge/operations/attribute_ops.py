@@ -230,6 +230,13 @@ def add_attribute(ctx: RequestContext, payload: Item) -> Item:
             raise invalid_field("Add Attribute takes no Attribute Index: the server assigns it")
     existing = _instances(ctx, uid, attr.name)
     _check_writable(ctx, row, attr, existing)
+    same = [r for r in existing if _same_value(attr, r)]
+    if same and _multi(attr.name) and attr.name != "Name":
+        # A client that lost the reply sends the same Add Attribute again (KMIP says nothing of
+        # duplicate values): an instance with exactly this value is the one it added, so it is
+        # answered with that instance and nothing is written. Single-valued attributes keep their
+        # error below, and so does a Name (BL-M-8-21: a Name in use is refused).
+        return _answer(ctx, uid, Attribute(attr.name, attr.value, same[0].position))
     if existing and not _multi(attr.name):
         raise _by_version(
             ctx, ResultReason.ILLEGAL_OPERATION, ResultReason.ATTRIBUTE_SINGLE_VALUED,

@@ -44,6 +44,8 @@ class Services:
     audit: AuditLog | None = None  # the hash-chained audit file; None when audit.enabled is false
     max_request_work: int = 4_000_000  # server.max_request_work: HMAC calls one request may cost
     budgets: Budgets = field(default_factory=Budgets)
+    max_located_items: int = 65535  # server.max_located_items: identifiers in one Locate answer
+    bind_credential: bool = False  # policy.bind_credential: header usernames must be the identity
 
 
 @dataclass

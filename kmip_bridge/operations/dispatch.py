@@ -373,5 +373,13 @@ def handle_message(
             f"protocol version {request.version[0]}.{request.version[1]} is not supported",
         )
         return messages.error_response((1, 0), error)
+    if services.bind_credential and any(u != identity.name for u in request.credential_usernames):  # type: ignore[attr-defined]
+        # policy.bind_credential: a Username and Password credential must name the certificate's
+        # identity (an appliance configured with another device's account is refused).
+        error = KmipError(ResultReason.AUTHENTICATION_NOT_SUCCESSFUL,
+                          "the request's credential does not name the client certificate's identity")
+        refused = Response(version=request.version, client_correlation_value=request.client_correlation_value,
+                           results=[Result.failure(item, error) for item in request.batch_items])
+        return ttlv.encode(messages.build_response(refused))
     ctx = RequestContext(services=services, identity=identity, peer=peer, version=request.version)  # type: ignore[arg-type]
     return _fit(process(ctx, request), request.maximum_response_size)

@@ -80,6 +80,12 @@ def _excluded_states(payload: Item, state: object) -> tuple[int, ...] | None:
 
 def _criteria(ctx: RequestContext, payload: Item) -> list[Attribute]:
     crit = [wire.parse_v1(a) for a in payload.all(T.ATTRIBUTE.value)]
+    # Some appliances (FortiGate) wrap 1.x criteria in a Template-Attribute, which Locate does not
+    # define: read as criteria, never ignored (ignoring them would match every object).
+    for template in payload.all(T.TEMPLATE_ATTRIBUTE.value):
+        if template.type != Type.STRUCTURE or template.get(T.NAME.value) is not None:
+            raise KmipError(ResultReason.INVALID_FIELD, "Locate takes a Template-Attribute of attributes only")
+        crit += [wire.parse_v1(a) for a in template.all(T.ATTRIBUTE.value)]
     attributes = payload.get(T.ATTRIBUTES.value)
     if attributes is not None:
         if attributes.type != Type.STRUCTURE:
@@ -129,10 +135,18 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
                     ResultReason.FEATURE_NOT_SUPPORTED, f"Locate cannot match on '{c.name}'"
                 )
             filters.append((c.name, key))
-    limit = maximum
+    # At most max_located_items identifiers per answer, whatever Maximum Items asks (0 or none:
+    # the cap); a client pages past it with Offset Items, told the total by Located Items.
+    cap = ctx.services.max_located_items
+    limit = min(maximum, cap) if isinstance(maximum, int) and maximum > 0 else cap
+    # Located Items (KMIP 1.3+: "MAY be returned even if Offset Items is not present") counts
+    # every match. It answers a client that pages (Maximum or Offset Items in the request), and
+    # only that one: the OASIS test vectors expect none for a plain Locate.
+    paging = payload.get(T.MAXIMUM_ITEMS.value) is not None or payload.get(T.OFFSET_ITEMS.value) is not None
+    counted = ctx.version >= (1, 3) and paging
     excluded = _excluded_states(payload, state)
     if excluded is None:
-        return ttlv.struct_(T.RESPONSE_PAYLOAD, [])
+        return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.integer(T.LOCATED_ITEMS, 0) if counted else None])
     policy = ctx.services.policy
     scope = policy.locate_scope(ctx.identity)
     rows = ctx.services.store.locate(
@@ -145,8 +159,9 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         uid=uid,
         policy=policy_name,
         bit_filters=bit_filters,
-        offset=offset if scope.exact else 0,
-        limit=limit if scope.exact else None,
+        # The store's order is stable (newest first, then by id), so pages do not overlap.
+        offset=offset if scope.exact and not counted else 0,
+        limit=limit if scope.exact and not counted else None,
     )
     if not scope.exact:
         # Per-object policies can hide candidates, so paging happens after filtering.
@@ -155,9 +170,12 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
             if policy.visible(ctx.identity, r.object_type, r.owner, r.policy)
             and policy.allowed(ctx.identity, Operation.LOCATE.value, r.object_type, r.owner, r.policy)
         ]
-        rows = rows[offset:] if limit is None else rows[offset : offset + limit]
+    total = len(rows)
+    if counted or not scope.exact:
+        rows = rows[offset : offset + limit]
     uids = [r.uid for r in rows]
     if len(uids) == 1:
         ctx.id_placeholder = uids[0]
-    body = [ttlv.text(T.UNIQUE_IDENTIFIER, u) for u in uids]
+    body = [ttlv.integer(T.LOCATED_ITEMS, total) if counted else None]
+    body += [ttlv.text(T.UNIQUE_IDENTIFIER, u) for u in uids]
     return ttlv.struct_(T.RESPONSE_PAYLOAD, body)

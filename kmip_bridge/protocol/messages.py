@@ -41,6 +41,9 @@ class Request:
     server_correlation_value: str | None = None
     maximum_response_size: int | None = None
     header: Item | None = None
+    # Usernames of the Username and Password credentials in the header's Authentication (the
+    # password itself is never kept); other credential types (Device, Attestation) add nothing.
+    credential_usernames: tuple[str, ...] = ()
 
 
 @dataclass
@@ -133,6 +136,10 @@ def parse_request(message: Item, max_batch_items: int | None = None) -> Request:
     if not items:
         raise _invalid("request holds no batch items")
     option = header.value_of(_T.BATCH_ERROR_CONTINUATION_OPTION)
+    # Asynchronous Indicator, Batch Order Option and Attestation Capable Indicator need no reading:
+    # every batch is answered synchronously (which a client able to take an asynchronous answer
+    # accepts) and in order (what Batch Order Option true asks, and allowed when false), and no
+    # attestation is ever required.
     return Request(
         version=version,
         batch_items=items,
@@ -141,7 +148,32 @@ def parse_request(message: Item, max_batch_items: int | None = None) -> Request:
         server_correlation_value=_text_or_none(header.value_of(_T.SERVER_CORRELATION_VALUE)),
         maximum_response_size=_int_or_none(header.value_of(_T.MAXIMUM_RESPONSE_SIZE)),
         header=header,
+        credential_usernames=_credential_usernames(header),
     )
+
+
+_USERNAME_AND_PASSWORD = 1  # Credential Type
+
+
+def _credential_usernames(header: Item) -> tuple[str, ...]:
+    """The usernames of the header's Username and Password credentials. Appliances send them
+    besides their certificate (KMIP 1.x and 2.x: Authentication holds one or more Credential).
+    A malformed Authentication is Invalid Message; the password is read past, never kept."""
+    names: list[str] = []
+    for auth in header.all(_T.AUTHENTICATION):
+        if auth.type != _TYPE.STRUCTURE:
+            raise _invalid("Authentication must be a structure")
+        for cred in auth.all(_T.CREDENTIAL):
+            ctype = cred.get(_T.CREDENTIAL_TYPE) if cred.type == _TYPE.STRUCTURE else None
+            value = cred.get(_T.CREDENTIAL_VALUE) if cred.type == _TYPE.STRUCTURE else None
+            if ctype is None or ctype.type != _TYPE.ENUMERATION or value is None:
+                raise _invalid("a Credential needs a Credential Type and a Credential Value")
+            if ctype.value == _USERNAME_AND_PASSWORD:
+                user = value.get(_T.USERNAME) if value.type == _TYPE.STRUCTURE else None
+                if user is None or user.type != _TYPE.TEXT_STRING:
+                    raise _invalid("a Username and Password credential needs a text Username")
+                names.append(user.value)  # type: ignore[arg-type]
+    return tuple(names)
 
 
 def _text_or_none(v: object) -> str | None:

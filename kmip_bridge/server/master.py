@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .. import metrics
 from .connection import Application, Limits
+from .tickets import TicketKeys
 from .worker import run_worker
 
 log = logging.getLogger("kmip_bridge.server")
@@ -40,7 +41,7 @@ class ServeOptions:
 
 
 def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application],
-           opts: ServeOptions, per_worker: int) -> tuple[int, int]:
+           opts: ServeOptions, per_worker: int, rotation: Callable[[], int] | None = None) -> tuple[int, int]:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # worker
@@ -53,7 +54,7 @@ def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: 
                 os.close(w)
 
             code = run_worker(listener, tls, factory, opts.limits, per_worker,
-                              opts.drain_timeout, report)
+                              opts.drain_timeout, report, rotation)
         except BaseException:
             log.exception("worker crashed")
         finally:
@@ -81,6 +82,17 @@ def _await_ready(fd: int) -> str:
 
 
 def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application]) -> int:
+    # One session-ticket secret for every worker (drawn before the fork, never written anywhere):
+    # a client resumes its TLS session whichever worker its reconnect reaches. Each worker derives
+    # the key of the current hour from it and installs it in every context it makes.
+    keys = TicketKeys(os.urandom(32))
+    plain_tls = tls
+
+    def tls() -> ssl.SSLContext:
+        ctx = plain_tls()
+        keys.apply(ctx)
+        return ctx
+
     tls()  # fail here, with one message, if the certificates cannot be loaded
     listener = socket.create_server((opts.host, opts.port), backlog=1024)
     httpd = None
@@ -115,7 +127,7 @@ def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callab
 
     signal.signal(signal.SIGHUP, forward_hup)
     for _ in range(n):
-        pid, fd = _spawn(listener, tls, factory, opts, per_worker)
+        pid, fd = _spawn(listener, tls, factory, opts, per_worker, keys.epoch)
         workers[pid] = fd
     failures = [msg for msg in (_await_ready(fd) for fd in workers.values()) if msg != "ok"]
     if failures:
@@ -141,7 +153,7 @@ def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callab
             log.error("worker died; replacing it", extra={"worker": pid, "status": status})
             missing += 1
         if missing and not stopping and time.monotonic() >= retry_at:
-            new_pid, fd = _spawn(listener, tls, factory, opts, per_worker)
+            new_pid, fd = _spawn(listener, tls, factory, opts, per_worker, keys.epoch)
             reason = _await_ready(fd)
             if reason == "ok":
                 alive.add(new_pid)

@@ -64,7 +64,10 @@ def run_worker(
     max_connections: int,
     drain_timeout: float,
     report: Callable[[str], None],
+    rotation: Callable[[], int] | None = None,
 ) -> int:
+    """``rotation``: the current session-ticket key period; when it changes the TLS context is
+    made again (``tls_factory`` installs the new period's key), as on SIGHUP."""
     try:
         app = app_factory()
     except Exception as exc:  # noqa: BLE001 - reported to the master, which refuses to start
@@ -91,10 +94,14 @@ def run_worker(
             metrics.connection_closed()
             slots.release()
 
+    period = rotation() if rotation is not None else None
     while not stopping.is_set():
-        if reload_requested.is_set():
-            reload_requested.clear()
-            _reload(app)
+        rotate = rotation is not None and rotation() != period
+        if reload_requested.is_set() or rotate:
+            if reload_requested.is_set():
+                reload_requested.clear()
+                _reload(app)
+            period = rotation() if rotation is not None else None
             try:
                 tls[0] = tls_factory()
             except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError

@@ -69,6 +69,9 @@ def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("database", "statement_timeout", -1, "database.statement_timeout: must be 0 (no limit) or a positive"),
         ("database", "busy_timeout", "long", "database.busy_timeout: must be a number"),
         ("database", "pool_timeout", 0, "database.pool_timeout: must be a positive number of seconds"),
+        ("server", "max_located_items", 0, "server.max_located_items: must be at least 1"),
+        ("tls", "profile", "old", "tls.profile: must be modern or legacy"),
+        ("tls", "ciphers", "NO-SUCH-SUITE", "tls.ciphers: OpenSSL knows no cipher suite in 'NO-SUCH-SUITE'"),
     ],
 )
 def test_errors_name_key(tmp_path: Path, section: str, key: str, value: object, message: str) -> None:

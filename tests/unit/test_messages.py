@@ -102,3 +102,28 @@ def test_attribute_wire_forms_round_trip() -> None:
     assert wire.parse_v1(wire.to_v1(custom)) == custom
     assert wire.tag_for("Cryptographic Usage Mask") == T.CRYPTOGRAPHIC_USAGE_MASK.value
     assert wire.name_for(T.X_509_CERTIFICATE_ISSUER.value) == "X.509 Certificate Issuer"
+
+
+def test_pykmip_credential_header_yields_usernames_never_the_password() -> None:
+    """PyKMIP's encoding of a Username and Password credential (as FortiGate and others send it):
+    the username is read, the password is not kept anywhere in the parsed request."""
+    cred = contents.Authentication(credentials=[objects_credential("appliance", "pw-Zq81")])
+    header = messages.RequestHeader(protocol_version=contents.ProtocolVersion(1, 2), authentication=cred,
+                                    batch_count=contents.BatchCount(1))
+    item = messages.RequestBatchItem(operation=contents.Operation(enums.Operation.DISCOVER_VERSIONS),
+                                     request_payload=payloads.DiscoverVersionsRequestPayload())
+    stream = utils.BytearrayStream()
+    messages.RequestMessage(request_header=header, batch_items=[item]).write(stream)
+    req = m.parse_request(ttlv.decode(bytes(stream.buffer)))
+    assert req.credential_usernames == ("appliance",)
+    kept = {k: v for k, v in vars(req).items() if k != "header"}
+    assert "pw-Zq81" not in repr(kept)
+
+
+def objects_credential(user: str, password: str):  # type: ignore[no-untyped-def]
+    from kmip.core import objects
+
+    return objects.Credential(
+        credential_type=enums.CredentialType.USERNAME_AND_PASSWORD,
+        credential_value=objects.UsernamePasswordCredential(username=user, password=password),
+    )
