@@ -126,20 +126,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
-    from .admin.instance import ensure_client
+    from .admin.instance import ensure_client, revoke_client
+    from .admin.pki import CertNameError
 
-    if args.certs_command == "revoke":
-        from . import pki
-
-        cert = settings.instance_dir / "clients" / args.name / "cert.pem"
-        crl = settings.tls.crl or settings.tls.ca.parent / "crl.pem"
-        pki.revoke(settings.tls.ca, settings.tls.ca.with_suffix(".key"), cert, crl)
-        print(crl)
-        if settings.tls.crl is None:
-            print(f"set tls.crl: {crl} in the config, then send the server SIGHUP", file=sys.stderr)
-        return 0
-
-    print(ensure_client(settings, args.name, tuple(args.group)))
+    try:
+        if args.certs_command == "revoke":
+            crl = revoke_client(settings, args.name)
+            print(crl)
+            if settings.tls.crl is None:
+                print(f"set tls.crl: {crl} in the config, then send the server SIGHUP", file=sys.stderr)
+            return 0
+        print(ensure_client(settings, args.name, tuple(args.group)))
+    except CertNameError as exc:
+        print(f"kmip-bridge: certs {args.certs_command}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
