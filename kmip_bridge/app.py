@@ -13,7 +13,7 @@ from kmip.core.enums import ResultReason
 
 from . import metrics
 from .audit import AuditLog
-from .config import Settings
+from .config import Settings, load
 from .keyhsm import KeyHsm, TokenSettings
 from .keyhsm.remote import RemoteKeyHsm
 from .operations import auditing
@@ -21,6 +21,7 @@ from .operations.context import Services
 from .operations.dispatch import handle_message
 from .policy import AccessDenied, Policy, identity_from_certificate
 from .policy.identity import Identity, IdentityError
+from .policy.revocation import certificate_serial, revoked_serials
 from .protocol import messages, ttlv
 from .protocol.errors import KmipError
 from .store import Store
@@ -66,14 +67,19 @@ def build_policy(settings: Settings) -> Policy:
 
 
 class Session:
-    def __init__(self, app: App, identity: Identity | None, refusal: str, peer: str) -> None:
+    def __init__(self, app: App, identity: Identity | None, refusal: str, peer: str, serial: int | None = None) -> None:
         self._app = app
         self._identity = identity
         self._refusal = refusal
         self._peer = peer
+        self._serial = serial
 
     def handle(self, data: bytes) -> bytes:
         identity, refusal = self._identity, self._refusal
+        if identity is not None and self._serial in self._app.revoked:
+            # Per message, like identity disablement: a CRL reloaded by SIGHUP also applies to
+            # connections opened before it (OpenSSL checks the CRL at the handshake only).
+            identity, refusal = None, "client certificate revoked"
         if identity is not None:
             try:  # per message, so that a reloaded identities.yaml applies to open connections
                 identity = self._app.services.policy.resolve(identity)
@@ -93,6 +99,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.limits = ttlv.Limits(settings.server.max_depth, settings.server.max_items)
+        self.revoked = revoked_serials(settings.tls.ca, settings.tls.crl)  # replaced on SIGHUP
         db = settings.database
         store = Store(db.url, db.pool_size, Timeouts(db.connect_timeout, db.statement_timeout,
                                                      db.pool_timeout, db.busy_timeout))
@@ -139,11 +146,15 @@ class App:
         except (IdentityError, ValueError) as exc:
             log.info("client refused", extra={"peer": peer, "reason": str(exc)})
             return Session(self, None, f"client certificate refused: {exc}", peer)
-        return Session(self, identity, "", peer)
+        return Session(self, identity, "", peer, certificate_serial(peer_cert_der))
 
     def reload(self) -> None:
-        """SIGHUP: re-read policies and identities (TLS material needs a restart for now)."""
+        """SIGHUP: re-read policies and identities, and the CRL of the (re-read) tls section; the
+        worker reloads the TLS context itself."""
+        tls = load(self.settings.path).tls
+        revoked = revoked_serials(tls.ca, tls.crl)
         self.services.policy.reload()
+        self.revoked = revoked
 
     def close(self) -> None:
         for stop in (self._readiness, self._kek_stats):
