@@ -109,9 +109,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=s.host,
         port=s.port,
         workers=s.workers,
-        limits=Limits(s.max_message_size, s.idle_timeout, s.read_timeout),
+        limits=Limits(s.max_message_size, s.idle_timeout, s.read_timeout, s.handshake_timeout),
         max_connections=s.max_connections,
         drain_timeout=s.drain_timeout,
+        max_handshakes=s.max_handshakes,
+        max_handshakes_per_ip=s.max_handshakes_per_ip,
         # One multiprocess directory per node (KMIP port): several nodes may share an instance.
         metrics=(m.host, m.port, settings.instance_dir / "metrics" / str(s.port)) if (m := settings.metrics).enabled
         else None,

@@ -37,6 +37,12 @@ class ServerSettings:
     max_batch_items: int = 1000  # a request with more gets one Invalid Message failure
     max_depth: int = 32  # TTLV structure nesting
     max_items: int = 100_000  # TTLV items in one message
+    # Connections between TCP accept and the end of their TLS handshake hold a handshake slot, not
+    # a connection slot: at most max_handshakes in all and max_handshakes_per_ip from one address
+    # (both split across the workers), each for at most handshake_timeout seconds.
+    handshake_timeout: float = 10.0
+    max_handshakes: int = 128
+    max_handshakes_per_ip: int = 32
 
 
 @dataclass(frozen=True)
@@ -223,14 +229,16 @@ def _check(settings: Settings) -> None:
         raise ConfigError("server.max_message_size: must be at least 1024 bytes")
     if s.max_connections < 1:
         raise ConfigError("server.max_connections: must be at least 1")
-    for key in ("max_batch_items", "max_depth", "max_items"):
+    for key in ("max_batch_items", "max_depth", "max_items", "max_handshakes", "max_handshakes_per_ip"):
         if getattr(s, key) < 1:
             raise ConfigError(f"server.{key}: must be at least 1")
     if s.max_depth > 256:  # the decoder recurses once per level
         raise ConfigError("server.max_depth: must be at most 256")
-    for key in ("idle_timeout", "read_timeout", "drain_timeout"):
+    for key in ("idle_timeout", "read_timeout", "drain_timeout", "handshake_timeout"):
         if getattr(s, key) <= 0:
             raise ConfigError(f"server.{key}: must be a positive number of seconds")
+    if s.max_handshakes_per_ip > s.max_handshakes:
+        raise ConfigError("server.max_handshakes_per_ip: must be at most server.max_handshakes")
     if settings.tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version: must be \"1.2\" or \"1.3\"")
     if settings.keyhsm.kek_kind not in KEK_KINDS:
