@@ -12,7 +12,7 @@ from typing import cast
 from kmip.core.enums import ResultReason
 
 from . import metrics
-from .audit import AuditLog
+from .audit import Anchor, AuditLog
 from .config import Settings, load
 from .keyhsm import KeyHsm, TokenSettings
 from .keyhsm.remote import RemoteKeyHsm
@@ -117,7 +117,11 @@ class App:
             raise
         if metrics.enabled():  # latency of each token call (seal, open, rewrap)
             keyhsm = cast(KeyHsm, metrics.TimedKeyHsm(keyhsm))
-        audit = AuditLog(settings.audit.path) if settings.audit.enabled and settings.audit.path else None
+        a = settings.audit
+        audit = None
+        if a.enabled and a.path:
+            assert a.key_file is not None and a.checkpoint_path is not None  # config.load sets them
+            audit = AuditLog(a.path, Anchor(a.key_file, a.checkpoint_path, a.checkpoint_every))
         self.services = Services(
             keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants,
             audit=audit,

@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     au = p.add_subparsers(dest="audit_command", required=True)
     c = au.add_parser("verify", help="check the chain; exit 0 if intact, 1 at the first broken record")
     c.add_argument("--file", type=Path, help="audit file to check (default: audit.path of the config)")
+    c.add_argument("--checkpoints", type=Path,
+                   help="signed checkpoint file to check it against (default: audit.checkpoint_path, "
+                        "for the configured file only)")
     _config_arg(c)
 
     p = sub.add_parser("db", help="database maintenance")
@@ -336,22 +339,37 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from .audit import verify
+    from .audit import AuditError, load_key, verify
 
-    path = args.file or settings.audit.path
+    a = settings.audit
+    path = args.file or a.path
+    # The configured log is checked against its signed checkpoints; another file only when
+    # --checkpoints names its checkpoint file.
+    checkpoints = args.checkpoints or (a.checkpoint_path if args.file is None else None)
     try:
-        verdict = verify(path)
+        key = load_key(a.key_file) if a.key_file is not None else None
+        if key is None and checkpoints is not None and not checkpoints.exists():
+            checkpoints = None  # never anchored (no key, no checkpoints): the chain alone
+        verdict = verify(path, key, checkpoints)
     except OSError as exc:
         print(f"audit log {path}: cannot read ({exc.strerror})", file=sys.stderr)
         return 1
-    if verdict.intact:
-        print(f"audit log {path}: intact, {verdict.records} records, head {verdict.head}")
-        return 0
-    print(
-        f"audit log {path}: broken at line {verdict.broken_line}: {verdict.reason} "
-        f"({verdict.records} records intact before it)"
-    )
-    return 1
+    except AuditError as exc:
+        print(f"audit log {path}: {exc}", file=sys.stderr)
+        return 1
+    if verdict.anchor_problem:
+        print(f"audit log {path}: checkpoints: {verdict.anchor_problem}")
+    if verdict.broken_line is not None:
+        print(
+            f"audit log {path}: broken at line {verdict.broken_line}: {verdict.reason} "
+            f"({verdict.records} records intact before it)"
+        )
+    if not verdict.intact:
+        return 1
+    anchor = (f"; signed checkpoint at record {verdict.checkpoint}" if checkpoints is not None
+              else "; not anchored (no signed checkpoints checked)")
+    print(f"audit log {path}: intact, {verdict.records} records, head {verdict.head}{anchor}")
+    return 0
 
 
 # Tools with their own argument parsers: `kmip-bridge conformance ...` / `kmip-bridge bench ...`.

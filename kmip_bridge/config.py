@@ -119,6 +119,12 @@ class PolicySettings:
 class AuditSettings:
     enabled: bool = True
     path: Path | None = None  # default: audit.jsonl next to the config file
+    # Signed checkpoints anchor the chain (audit.py): HMAC-SHA256 under the key in key_file (0600,
+    # made on first use), appended to checkpoint_path every checkpoint_every records and whenever
+    # a worker stops.
+    key_file: Path | None = None  # default: audit.key next to the config file
+    checkpoint_path: Path | None = None  # default: the audit path + ".checkpoints"
+    checkpoint_every: int = 100
 
 
 @dataclass(frozen=True)
@@ -153,7 +159,8 @@ class Settings:
         return self.path.parent
 
 
-_PATH_KEYS = {"ca", "cert", "key", "crl", "pin_file", "softhsm2_conf", "lock_file", "directory", "path", "socket"}
+_PATH_KEYS = {"ca", "cert", "key", "crl", "pin_file", "softhsm2_conf", "lock_file", "directory", "path", "socket",
+              "key_file", "checkpoint_path"}
 
 
 def _build(cls: type, section: str, raw: Any, base: Path) -> Any:
@@ -258,6 +265,8 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"database.{key}: must be a positive number of seconds")
     if settings.database.statement_timeout < 0:
         raise ConfigError("database.statement_timeout: must be 0 (no limit) or a positive number of seconds")
+    if settings.audit.checkpoint_every < 1:
+        raise ConfigError("audit.checkpoint_every: must be at least 1 (a signed checkpoint every N records)")
     if settings.metrics.kek_stats_seconds <= 0:
         raise ConfigError("metrics.kek_stats_seconds: must be a positive number of seconds")
     if settings.logging.format not in ("json", "text"):
@@ -379,6 +388,11 @@ def _instance_defaults(settings: Settings, base: Path) -> Settings:
     audit, keyhsm = settings.audit, settings.keyhsm
     if audit.path is None:
         audit = replace(audit, path=base / "audit.jsonl")
+    if audit.key_file is None:
+        audit = replace(audit, key_file=base / "audit.key")
+    if audit.checkpoint_path is None:
+        assert audit.path is not None
+        audit = replace(audit, checkpoint_path=audit.path.with_name(audit.path.name + ".checkpoints"))
     if keyhsm.socket is None:
         keyhsm = replace(keyhsm, socket=base / "keyhsm.sock")
     return replace(settings, audit=audit, keyhsm=keyhsm)
