@@ -3,17 +3,18 @@
 Each record carries ``prev`` (the ``hash`` of the record before it, or ``GENESIS`` for the first)
 and its own ``hash``: SHA-256 over the canonical JSON of the record without ``hash`` (sorted keys,
 no whitespace, UTF-8). Editing a record breaks its own hash; deleting, inserting or reordering
-records breaks the next record's ``prev``. Removing records from the *end* leaves a valid, shorter
-chain: ``audit verify`` prints the head hash so it can be anchored elsewhere.
+records breaks the next record's ``prev``.
 
 Each record also carries ``seq``, its 1-based line number. The chain alone has no secret: whoever
 can write the file can cut its tail, empty it, or edit a record and recompute every hash after it.
 So the log is anchored (``Anchor``): every ``checkpoint_every`` records (and when a worker closes
-the log) a checkpoint ``{"v":1,"seq":N,"head":HASH,"ts":...,"mac":...}`` is appended to a separate
-file, MAC'd with HMAC-SHA256 under a secret key (a 0600 key file in the instance). ``verify`` then
-also checks every checkpoint's MAC and that record N of the log has hash HASH: a cut tail, an
-emptied file or a recomputed chain no longer matches a signed checkpoint. The newest checkpoint
-is the head an operator can copy elsewhere (also the ``kmip_bridge_audit_records`` metric).
+the log) a checkpoint ``{"v":1,"seq":N,"head":HASH,"ts":...,"prev":MAC_BEFORE,"mac":...}`` is
+appended to a separate file, MAC'd with HMAC-SHA256 under a secret key (a 0600 key file in the
+instance); ``prev`` chains the checkpoints from ``"genesis"``. ``verify`` then also checks every
+checkpoint's MAC and link and that record N of the log has hash HASH: a cut tail, an emptied file
+or a recomputed chain no longer matches a signed checkpoint. The newest checkpoint is the head an
+operator copies elsewhere (also the ``kmip_bridge_audit_checkpoint_records`` metric). Readers
+ignore unknown fields, so records and checkpoints can grow (``v`` versions the checkpoint).
 
 Records name who did what to which object and how it ended: never key material, never a PIN.
 
