@@ -81,7 +81,7 @@ def _init_token(token_dir: Path) -> Path:
     return conf
 
 
-SHIPPED_POLICIES = Path(__file__).resolve().parents[1] / "policies"
+SHIPPED_POLICIES = Path(__file__).resolve().parents[2] / "policies"  # the repository's policies/
 
 
 def _copy_policies(target: Path) -> None:
