@@ -162,6 +162,9 @@ def run_worker(
                 metrics.connection_closed()
                 slots.release()
 
+    def room() -> bool:
+        return slots.free() > 0 and gate.has_room()
+
     while not stopping.is_set():
         if reload_requested.is_set():
             reload_requested.clear()
@@ -175,9 +178,6 @@ def run_worker(
         # Workers race for each connection. A worker without room (every connection slot taken,
         # or its handshake pool full) leaves the connection to one with room for a moment; if it
         # is still waiting after that (every worker full), it is refused before the handshake.
-        def room() -> bool:
-            return slots.free() > 0 and gate.has_room()
-
         have_room = room()
         if not have_room:
             time.sleep(FULL_WORKER_GRACE)
@@ -191,11 +191,10 @@ def run_worker(
             time.sleep(0.05)
             continue
         peer, ip = f"{addr[0]}:{addr[1]}", str(addr[0])
-        refusal = None
-        if not have_room:
-            refusal = "connection limit reached; refusing" if slots.free() <= 0 else "handshake limit reached; refusing"
-        else:
+        if have_room:
             refusal = gate.enter(ip)
+        else:
+            refusal = "connection limit reached; refusing" if slots.free() <= 0 else "handshake limit reached; refusing"
         if refusal is not None:
             log.warning(refusal, extra={"peer": peer})
             sock.close()
