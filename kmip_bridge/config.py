@@ -39,7 +39,7 @@ class ServerSettings:
     max_items: int = 100_000  # TTLV items in one message
     # Connections between TCP accept and the end of their TLS handshake hold a handshake slot, not
     # a connection slot: at most max_handshakes in all and max_handshakes_per_ip from one address
-    # (both split across the workers), each for at most handshake_timeout seconds.
+    # (both split across the workers, rounded up), each for at most handshake_timeout seconds.
     handshake_timeout: float = 10.0
     max_handshakes: int = 128
     max_handshakes_per_ip: int = 32

@@ -38,7 +38,7 @@ class ServeOptions:
     # (host, port, multiprocess directory) of the metrics endpoint; None: metrics off
     metrics: tuple[str, int, Path] | None = None
     # connections not past their TLS handshake: in all, and from one peer address (split across
-    # the workers like max_connections)
+    # the workers, rounded up)
     max_handshakes: int = 128
     max_handshakes_per_ip: int = 32
 
@@ -57,9 +57,10 @@ def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: 
                 os.close(w)
 
             n = opts.workers or os.cpu_count() or 1
+            # Shares rounded up, so that many workers do not leave each a uselessly small pool.
             code = run_worker(listener, tls, factory, opts.limits, per_worker,
-                              opts.drain_timeout, report, max(1, opts.max_handshakes // n),
-                              max(1, opts.max_handshakes_per_ip // n))
+                              opts.drain_timeout, report, -(-opts.max_handshakes // n),
+                              -(-opts.max_handshakes_per_ip // n))
         except BaseException:
             log.exception("worker crashed")
         finally:
