@@ -13,8 +13,8 @@ from typing import cast
 from kmip.core.enums import ResultReason
 
 from . import metrics
-from .audit import AuditLog
-from .config import Settings
+from .audit import Anchor, AuditLog
+from .config import Settings, load
 from .keyhsm import KekNotFound, KeyHsm, TokenSettings
 from .keyhsm.remote import RemoteKeyHsm
 from .operations import auditing
@@ -22,6 +22,7 @@ from .operations.context import Budgets, Services
 from .operations.dispatch import handle_message
 from .policy import AccessDenied, Policy, identity_from_certificate
 from .policy.identity import Identity, IdentityError
+from .policy.revocation import certificate_serial, revoked_serials
 from .protocol import messages, ttlv
 from .protocol.errors import KmipError
 from .store import Store
@@ -83,14 +84,19 @@ def build_policy(settings: Settings) -> Policy:
 
 
 class Session:
-    def __init__(self, app: App, identity: Identity | None, refusal: str, peer: str) -> None:
+    def __init__(self, app: App, identity: Identity | None, refusal: str, peer: str, serial: int | None = None) -> None:
         self._app = app
         self._identity = identity
         self._refusal = refusal
         self._peer = peer
+        self._serial = serial
 
     def handle(self, data: bytes) -> bytes:
         identity, refusal = self._identity, self._refusal
+        if identity is not None and self._serial in self._app.revoked:
+            # Per message, like identity disablement: a CRL reloaded by SIGHUP also applies to
+            # connections opened before it (OpenSSL checks the CRL at the handshake only).
+            identity, refusal = None, "client certificate revoked"
         if identity is not None:
             try:  # per message, so that a reloaded identities.yaml applies to open connections
                 identity = self._app.services.policy.resolve(identity)
@@ -110,6 +116,7 @@ class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.limits = ttlv.Limits(settings.server.max_depth, settings.server.max_items)
+        self.revoked = revoked_serials(settings.tls.ca, settings.tls.crl)  # replaced on SIGHUP
         db = settings.database
         store = Store(db.url, db.pool_size, Timeouts(db.connect_timeout, db.statement_timeout,
                                                      db.pool_timeout, db.busy_timeout))
@@ -128,7 +135,11 @@ class App:
             raise
         if metrics.enabled():  # latency of each token call (seal, open, rewrap)
             keyhsm = cast(KeyHsm, metrics.TimedKeyHsm(keyhsm))
-        audit = AuditLog(settings.audit.path) if settings.audit.enabled and settings.audit.path else None
+        a = settings.audit
+        audit = None
+        if a.enabled and a.path:
+            assert a.key_file is not None and a.checkpoint_path is not None  # config.load sets them
+            audit = AuditLog(a.path, Anchor(a.key_file, a.checkpoint_path, a.checkpoint_every))
         self.services = Services(
             keyhsm=keyhsm, store=store, policy=build_policy(settings), tenant_keks=settings.keyhsm.tenants,
             audit=audit, max_request_work=settings.server.max_request_work, budgets=budgets(settings),
@@ -159,11 +170,15 @@ class App:
         except (IdentityError, ValueError) as exc:
             log.info("client refused", extra={"peer": peer, "reason": str(exc)})
             return Session(self, None, f"client certificate refused: {exc}", peer)
-        return Session(self, identity, "", peer)
+        return Session(self, identity, "", peer, certificate_serial(peer_cert_der))
 
     def reload(self) -> None:
-        """SIGHUP: re-read policies and identities (TLS material needs a restart for now)."""
+        """SIGHUP: re-read policies and identities, and the CRL of the (re-read) tls section; the
+        worker reloads the TLS context itself."""
+        tls = load(self.settings.path).tls
+        revoked = revoked_serials(tls.ca, tls.crl)
         self.services.policy.reload()
+        self.revoked = revoked
 
     def close(self) -> None:
         for stop in (self._readiness, self._kek_stats):

@@ -3,8 +3,18 @@
 Each record carries ``prev`` (the ``hash`` of the record before it, or ``GENESIS`` for the first)
 and its own ``hash``: SHA-256 over the canonical JSON of the record without ``hash`` (sorted keys,
 no whitespace, UTF-8). Editing a record breaks its own hash; deleting, inserting or reordering
-records breaks the next record's ``prev``. Removing records from the *end* leaves a valid, shorter
-chain: ``audit verify`` prints the head hash so it can be anchored elsewhere.
+records breaks the next record's ``prev``.
+
+Each record also carries ``seq``, its 1-based line number. The chain alone has no secret: whoever
+can write the file can cut its tail, empty it, or edit a record and recompute every hash after it.
+So the log is anchored (``Anchor``): every ``checkpoint_every`` records (and when a worker closes
+the log) a checkpoint ``{"v":1,"seq":N,"head":HASH,"ts":...,"prev":MAC_BEFORE,"mac":...}`` is
+appended to a separate file, MAC'd with HMAC-SHA256 under a secret key (a 0600 key file in the
+instance); ``prev`` chains the checkpoints from ``"genesis"``. ``verify`` then also checks every
+checkpoint's MAC and link and that record N of the log has hash HASH: a cut tail, an emptied file
+or a recomputed chain no longer matches a signed checkpoint. The newest checkpoint is the head an
+operator copies elsewhere (also the ``kmip_bridge_audit_checkpoint_records`` metric). Readers
+ignore unknown fields, so records and checkpoints can grow (``v`` versions the checkpoint).
 
 Records name who did what to which object and how it ended: never key material, never a PIN.
 
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -32,6 +43,7 @@ log = logging.getLogger("kmip_bridge.audit")
 
 GENESIS = hashlib.sha256(b"kmip-bridge audit log v1").hexdigest()
 _TAIL_CHUNK = 4096
+CHECKPOINT_GENESIS, CHECKPOINT_LOST = "genesis", "lost"
 
 
 class AuditError(Exception):
@@ -65,11 +77,65 @@ def _timestamp(t: float) -> str:
     return f"{cached[1]}.{frac:06d}Z"
 
 
+_KEY_BYTES = 32
+
+
+def load_key(path: Path) -> bytes | None:
+    """The checkpoint key (hex in a 0600 file), or None when the file does not exist."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuditError(f"cannot read the audit key {path}: {exc.strerror}") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != _KEY_BYTES:
+        raise AuditError(f"the audit key {path} is not {_KEY_BYTES} bytes of hex")
+    return key
+
+
+def _create_key(path: Path) -> bytes:
+    """Creates the key file atomically (several workers may race): written 0600 under a temporary
+    name, then linked into place, which fails if another process was first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(os.urandom(_KEY_BYTES).hex() + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    key = load_key(path)
+    assert key is not None
+    return key
+
+
+def checkpoint_mac(key: bytes, checkpoint: dict[str, Any]) -> str:
+    body = {k: v for k, v in checkpoint.items() if k != "mac"}
+    return hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Where signed checkpoints go, under which key, how often."""
+
+    key_file: Path
+    checkpoints: Path
+    every: int = 100
+
+
 class AuditLog:
     """Appends hash-chained records to ``path``. Thread- and multi-process-safe; open it after
-    ``fork()`` (the composition root builds one per worker)."""
+    ``fork()`` (the composition root builds one per worker). With an ``anchor``, writes signed
+    checkpoints (the key file is created on first use, with a checkpoint of the empty log)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, anchor: Anchor | None = None) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -79,32 +145,91 @@ class AuditLog:
         self._lock = threading.Lock()
         self._size = -1  # the file's size right after this process's last append; -1: unknown
         self._prev = GENESIS
+        self._seq = 0  # records in the file (the last record's seq)
+        self._anchor = anchor
+        self._key: bytes | None = None
+        self._new_key = False
+        self._cp_fd = -1
+        if anchor is not None:
+            try:
+                self._cp_fd = os.open(anchor.checkpoints, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                      0o600)
+                key = load_key(anchor.key_file)
+                if key is None:
+                    key = _create_key(anchor.key_file)
+                    self._key, self._new_key = key, True
+                    self.checkpoint()  # the empty log's (or the existing log's) head, signed
+                    self._new_key = False
+                self._key = key
+            except OSError as exc:
+                raise AuditError(f"cannot set up audit checkpoints ({exc.filename}): {exc.strerror}") from None
+
+    @property
+    def records(self) -> int:
+        """Records in the file as of this process's last append or checkpoint."""
+        return self._seq
 
     def write(self, fields: dict[str, Any]) -> str:
-        """Appends one record made of ``fields`` (JSON scalars and lists; not ``ts``, ``prev`` or
-        ``hash``, which are added here); returns its hash. Raises AuditError."""
+        """Appends one record made of ``fields`` (JSON scalars and lists; not ``ts``, ``seq``,
+        ``prev`` or ``hash``, which are added here); returns its hash. Raises AuditError."""
         with self._lock:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
-            except OSError as exc:
-                raise AuditError(f"cannot lock the audit log {self.path}: {exc.strerror}") from None
+            self._lock_file()
             try:
                 size = os.fstat(self._fd).st_size
                 if size != self._size:
                     size = self._resync(size)
-                record = {**fields, "ts": _timestamp(time.time()), "prev": self._prev}
+                seq = self._seq + 1
+                record = {**fields, "ts": _timestamp(time.time()), "seq": seq, "prev": self._prev}
                 body = canonical(record)
                 digest = hashlib.sha256(body).hexdigest()
                 # The line is the record plus its hash; verification re-canonicalises without it.
                 line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
                 self._append(line)
-                self._prev, self._size = digest, size + len(line)
+                self._prev, self._size, self._seq = digest, size + len(line), seq
+                if self._anchor is not None and seq % self._anchor.every == 0:
+                    self._write_checkpoint()
                 return digest
             except OSError as exc:
                 self._size = -1  # whatever reached the file, read it back next time
                 raise AuditError(f"cannot append to the audit log {self.path}: {exc.strerror}") from None
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def checkpoint(self) -> None:
+        """Signs the log's current head (count and hash) into the checkpoint file, now."""
+        if self._anchor is None or self._key is None:
+            return
+        with self._lock:
+            self._lock_file()
+            try:
+                size = os.fstat(self._fd).st_size
+                if size != self._size:
+                    self._size = self._resync(size)
+                self._write_checkpoint()
+            except OSError as exc:
+                raise AuditError(f"cannot write an audit checkpoint: {exc.strerror}") from None
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise AuditError(f"cannot lock the audit log {self.path}: {exc.strerror}") from None
+
+    def _write_checkpoint(self) -> None:
+        """Under the log's lock, so checkpoints are in log order."""
+        assert self._key is not None
+        cp: dict[str, Any] = {"v": 1, "seq": self._seq, "head": self._prev, "ts": _timestamp(time.time()),
+                              "prev": self._last_checkpoint_mac()}
+        cp["mac"] = checkpoint_mac(self._key, cp)
+        data = canonical(cp) + b"\n"
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._cp_fd, view):]
+        from . import metrics  # the head count, for an operator to compare elsewhere
+
+        metrics.audit_head(self._seq)
 
     def _append(self, data: bytes) -> None:
         view = memoryview(data)
@@ -117,7 +242,7 @@ class AuditLog:
         last line (a crash mid-append) is closed with a newline and chained by its raw bytes'
         hash; ``audit verify`` still reports it."""
         if size == 0:
-            self._prev = GENESIS
+            self._prev, self._seq = GENESIS, 0
             return 0
         last = self._last_line(size)
         if not last.endswith(b"\n"):
@@ -125,18 +250,47 @@ class AuditLog:
             size += 1
             log.error("audit log ended in an incomplete record; appending after it", extra={"path": str(self.path)})
             self._prev = hashlib.sha256(last).hexdigest()
+            self._seq = self._count_lines(size)
             return size
+        seq = None
         try:
             record = json.loads(last)
             digest = record["hash"]
             if not isinstance(digest, str):
                 raise TypeError("hash is not text")
+            seq = record.get("seq")
         except (ValueError, TypeError, KeyError):
             log.error("the audit log's last line is not a record; chaining from its bytes",
                       extra={"path": str(self.path)})
             digest = hashlib.sha256(last).hexdigest()
         self._prev = digest
+        # seq is the line number; a log written before seq existed is counted once
+        self._seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else self._count_lines(size)
         return size
+
+    def _last_checkpoint_mac(self) -> str:
+        """The MAC of the checkpoint file's last line: each checkpoint names the one before it, so
+        that removing or replacing earlier checkpoints shows. An empty file: ``genesis`` when the
+        key is new, else ``lost`` (the file was removed; verify reports it)."""
+        size = os.fstat(self._cp_fd).st_size
+        if size == 0:
+            return CHECKPOINT_GENESIS if self._new_key else CHECKPOINT_LOST
+        data = os.pread(self._cp_fd, min(size, _TAIL_CHUNK), max(0, size - _TAIL_CHUNK))
+        try:
+            mac = json.loads(data.rstrip(b"\n").rsplit(b"\n", 1)[-1])["mac"]
+            return mac if isinstance(mac, str) else CHECKPOINT_LOST
+        except (ValueError, KeyError, TypeError):
+            return CHECKPOINT_LOST
+
+    def _count_lines(self, size: int) -> int:
+        count, offset = 0, 0
+        while offset < size:
+            chunk = os.pread(self._fd, min(1 << 20, size - offset), offset)
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            offset += len(chunk)
+        return count
 
     def _last_line(self, size: int) -> bytes:
         chunk = _TAIL_CHUNK
@@ -151,10 +305,18 @@ class AuditLog:
             chunk *= 4
 
     def close(self) -> None:
+        if self._fd >= 0 and self._anchor is not None:
+            try:
+                self.checkpoint()  # the head at shutdown, signed
+            except AuditError as exc:
+                log.error("audit checkpoint lost", extra={"error": str(exc)})
         with self._lock:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+            if self._cp_fd >= 0:
+                os.close(self._cp_fd)
+                self._cp_fd = -1
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -164,12 +326,14 @@ class AuditLog:
 class Verdict:
     records: int  # records checked and found intact
     head: str  # hash of the last intact record (GENESIS for an empty log)
-    broken_line: int | None = None  # 1-based line of the first broken record
+    broken_line: int | None = None  # 1-based line of the first broken (or missing) record
     reason: str = ""
+    checkpoint: int | None = None  # records covered by the newest valid signed checkpoint
+    anchor_problem: str = ""  # the checkpoint file itself is damaged, forged or missing
 
     @property
     def intact(self) -> bool:
-        return self.broken_line is None
+        return self.broken_line is None and not self.anchor_problem
 
 
 def _lines(path: Path) -> Iterator[bytes]:
@@ -177,8 +341,44 @@ def _lines(path: Path) -> Iterator[bytes]:
         yield from f
 
 
-def verify(path: Path) -> Verdict:
-    """Checks the whole chain; stops at the first broken record. Raises OSError if unreadable."""
+def read_checkpoints(path: Path, key: bytes | None) -> tuple[dict[int, str], str]:
+    """The signed heads {seq: hash} of a checkpoint file, and the first problem found ('' if none):
+    a checkpoint whose MAC fails, a broken checkpoint chain, none at all."""
+    marks: dict[int, str] = {}
+    if key is None:
+        return marks, f"checkpoints in {path} but no audit key to check them (audit.key_file removed?)"
+    prev, last_seq = CHECKPOINT_GENESIS, -1
+    try:
+        lines = list(_lines(path))
+    except FileNotFoundError:
+        lines = []
+    if not lines:
+        return marks, f"no signed checkpoint in {path} although the audit key exists (checkpoints removed?)"
+    for number, line in enumerate(lines, start=1):
+        try:
+            cp = json.loads(line)
+            seq, head, mac, link = cp["seq"], cp["head"], cp["mac"], cp["prev"]
+            if not (isinstance(seq, int) and isinstance(head, str) and isinstance(mac, str)):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return marks, f"checkpoint line {number} is not a checkpoint"
+        if not hmac.compare_digest(checkpoint_mac(key, cp), mac):
+            return marks, f"checkpoint line {number}: MAC does not match (forged or altered checkpoint, or another key)"
+        if link != prev:
+            return marks, (f"checkpoint line {number} does not follow the checkpoint before it "
+                           "(checkpoints removed, or the checkpoint file replaced)")
+        if seq < last_seq or marks.get(seq, head) != head:
+            return marks, f"checkpoint line {number} contradicts an earlier checkpoint"
+        marks[seq], prev, last_seq = head, mac, seq
+    return marks, ""
+
+
+def verify(path: Path, key: bytes | None = None, checkpoints: Path | None = None) -> Verdict:
+    """Checks the whole chain; stops at the first broken record. With ``checkpoints`` (and the key
+    that signed them), the log must also reach and match every signed checkpoint: that catches a
+    cut tail, an emptied log and a chain recomputed after an edit. Raises OSError if unreadable."""
+    marks, problem = read_checkpoints(checkpoints, key) if checkpoints is not None else ({}, "")
+    newest = max(marks) if marks else None
     prev = GENESIS
     count = 0
     for number, line in enumerate(_lines(path), start=1):
@@ -203,6 +403,20 @@ def verify(path: Path) -> Verdict:
                     "(a record was deleted, inserted or reordered)"
                 )
             return Verdict(count, prev, number, why)
+        if "seq" in record and record["seq"] != number:
+            return Verdict(count, prev, number, f"record numbered {record['seq']} found at line {number}")
+        if number in marks and marks[number] != record["hash"]:
+            return Verdict(count, prev, number, (
+                "record does not match the signed checkpoint for it: the chain was recomputed after "
+                "an edit or records were replaced"))
         prev = record["hash"]
         count += 1
-    return Verdict(count, prev)
+    if newest is not None and newest > count:
+        why = (f"the audit log is empty but a signed checkpoint covers {newest} records (the log was emptied)"
+               if count == 0 else
+               f"the log ends after {count} records but a signed checkpoint covers {newest} "
+               "(records removed from the end)")
+        return Verdict(count, prev, count + 1, why, newest, problem)
+    if marks.get(0, GENESIS) != GENESIS:
+        problem = problem or "the checkpoint of the empty log does not hold the genesis value"
+    return Verdict(count, prev, checkpoint=newest, anchor_problem=problem)

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     au = p.add_subparsers(dest="audit_command", required=True)
     c = au.add_parser("verify", help="check the chain; exit 0 if intact, 1 at the first broken record")
     c.add_argument("--file", type=Path, help="audit file to check (default: audit.path of the config)")
+    c.add_argument("--checkpoints", type=Path,
+                   help="signed checkpoint file to check it against (default: audit.checkpoint_path, "
+                        "for the configured file only)")
     _config_arg(c)
 
     p = sub.add_parser("db", help="database maintenance")
@@ -116,9 +119,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host=s.host,
         port=s.port,
         workers=s.workers,
-        limits=Limits(s.max_message_size, s.idle_timeout, s.read_timeout),
+        limits=Limits(s.max_message_size, s.idle_timeout, s.read_timeout, s.handshake_timeout),
         max_connections=s.max_connections,
         drain_timeout=s.drain_timeout,
+        max_handshakes=s.max_handshakes,
+        max_handshakes_per_ip=s.max_handshakes_per_ip,
         # One multiprocess directory per node (KMIP port): several nodes may share an instance.
         metrics=(m.host, m.port, settings.instance_dir / "metrics" / str(s.port)) if (m := settings.metrics).enabled
         else None,
@@ -156,22 +161,22 @@ def cmd_certs_sign(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_certs(args: argparse.Namespace, settings: Settings) -> int:
-    from .admin.instance import ensure_client
+    from .admin.instance import ensure_client, revoke_client
+    from .admin.pki import CertNameError
 
     if args.certs_command == "sign":
         return cmd_certs_sign(args, settings)
-    if args.certs_command == "revoke":
-        from .admin import pki
-
-        cert = settings.instance_dir / "clients" / args.name / "cert.pem"
-        crl = settings.tls.crl or settings.tls.ca.parent / "crl.pem"
-        pki.revoke(settings.tls.ca, settings.tls.ca.with_suffix(".key"), cert, crl)
-        print(crl)
-        if settings.tls.crl is None:
-            print(f"set tls.crl: {crl} in the config, then send the server SIGHUP", file=sys.stderr)
-        return 0
-
-    print(ensure_client(settings, args.name, tuple(args.group)))
+    try:
+        if args.certs_command == "revoke":
+            crl = revoke_client(settings, args.name)
+            print(crl)
+            if settings.tls.crl is None:
+                print(f"set tls.crl: {crl} in the config, then send the server SIGHUP", file=sys.stderr)
+            return 0
+        print(ensure_client(settings, args.name, tuple(args.group)))
+    except CertNameError as exc:
+        print(f"kmip-bridge: certs {args.certs_command}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -366,22 +371,37 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from .audit import verify
+    from .audit import AuditError, load_key, verify
 
-    path = args.file or settings.audit.path
+    a = settings.audit
+    path = args.file or a.path
+    # The configured log is checked against its signed checkpoints; another file only when
+    # --checkpoints names its checkpoint file.
+    checkpoints = args.checkpoints or (a.checkpoint_path if args.file is None else None)
     try:
-        verdict = verify(path)
+        key = load_key(a.key_file) if a.key_file is not None else None
+        if key is None and checkpoints is not None and not checkpoints.exists():
+            checkpoints = None  # never anchored (no key, no checkpoints): the chain alone
+        verdict = verify(path, key, checkpoints)
     except OSError as exc:
         print(f"audit log {path}: cannot read ({exc.strerror})", file=sys.stderr)
         return 1
-    if verdict.intact:
-        print(f"audit log {path}: intact, {verdict.records} records, head {verdict.head}")
-        return 0
-    print(
-        f"audit log {path}: broken at line {verdict.broken_line}: {verdict.reason} "
-        f"({verdict.records} records intact before it)"
-    )
-    return 1
+    except AuditError as exc:
+        print(f"audit log {path}: {exc}", file=sys.stderr)
+        return 1
+    if verdict.anchor_problem:
+        print(f"audit log {path}: checkpoints: {verdict.anchor_problem}")
+    if verdict.broken_line is not None:
+        print(
+            f"audit log {path}: broken at line {verdict.broken_line}: {verdict.reason} "
+            f"({verdict.records} records intact before it)"
+        )
+    if not verdict.intact:
+        return 1
+    anchor = (f"; signed checkpoint at record {verdict.checkpoint}" if checkpoints is not None
+              else "; not anchored (no signed checkpoints checked)")
+    print(f"audit log {path}: intact, {verdict.records} records, head {verdict.head}{anchor}")
+    return 0
 
 
 # Tools with their own argument parsers: `kmip-bridge conformance ...` / `kmip-bridge bench ...`.

@@ -52,6 +52,12 @@ class ServerSettings:
     # identifiers one Locate returns at most (MySQL/Percona keyrings ask for up to 65,535 at
     # once); past it a client pages with Offset Items
     max_located_items: int = 65_535
+    # Connections between TCP accept and the end of their TLS handshake hold a handshake slot, not
+    # a connection slot: at most max_handshakes in all and max_handshakes_per_ip from one address
+    # (both split across the workers, rounded up), each for at most handshake_timeout seconds.
+    handshake_timeout: float = 10.0
+    max_handshakes: int = 128
+    max_handshakes_per_ip: int = 32
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,12 @@ class PolicySettings:
 class AuditSettings:
     enabled: bool = True
     path: Path | None = None  # default: audit.jsonl next to the config file
+    # Signed checkpoints anchor the chain (audit.py): HMAC-SHA256 under the key in key_file (0600,
+    # made on first use), appended to checkpoint_path every checkpoint_every records and whenever
+    # a worker stops.
+    key_file: Path | None = None  # default: audit.key next to the config file
+    checkpoint_path: Path | None = None  # default: the audit path + ".checkpoints"
+    checkpoint_every: int = 100
 
 
 @dataclass(frozen=True)
@@ -167,7 +179,8 @@ class Settings:
         return self.path.parent
 
 
-_PATH_KEYS = {"ca", "cert", "key", "crl", "pin_file", "softhsm2_conf", "lock_file", "directory", "path", "socket"}
+_PATH_KEYS = {"ca", "cert", "key", "crl", "pin_file", "softhsm2_conf", "lock_file", "directory", "path", "socket",
+              "key_file", "checkpoint_path"}
 
 
 def _build(cls: type, section: str, raw: Any, base: Path) -> Any:
@@ -243,15 +256,18 @@ def _check(settings: Settings) -> None:
         raise ConfigError("server.max_message_size: must be at least 1024 bytes")
     if s.max_connections < 1:
         raise ConfigError("server.max_connections: must be at least 1")
-    for key in ("max_batch_items", "max_depth", "max_items", "max_request_work", "max_located_items"):
+    for key in ("max_batch_items", "max_depth", "max_items", "max_request_work", "max_located_items",
+                "max_handshakes", "max_handshakes_per_ip"):
         if getattr(s, key) < 1:
             raise ConfigError(f"server.{key}: must be at least 1")
     if s.max_depth > 256:  # the decoder recurses once per level
         raise ConfigError("server.max_depth: must be at most 256")
-    for key in ("idle_timeout", "read_timeout", "drain_timeout"):
+    for key in ("idle_timeout", "read_timeout", "drain_timeout", "handshake_timeout"):
         if getattr(s, key) <= 0:
             raise ConfigError(f"server.{key}: must be a positive number of seconds")
     _check_budgets(s)
+    if s.max_handshakes_per_ip > s.max_handshakes:
+        raise ConfigError("server.max_handshakes_per_ip: must be at most server.max_handshakes")
     if settings.tls.min_version not in ("1.2", "1.3"):
         raise ConfigError("tls.min_version: must be \"1.2\" or \"1.3\"")
     if settings.tls.profile not in ("modern", "legacy"):
@@ -282,6 +298,8 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"database.{key}: must be a positive number of seconds")
     if settings.database.statement_timeout < 0:
         raise ConfigError("database.statement_timeout: must be 0 (no limit) or a positive number of seconds")
+    if settings.audit.checkpoint_every < 1:
+        raise ConfigError("audit.checkpoint_every: must be at least 1 (a signed checkpoint every N records)")
     if settings.metrics.kek_stats_seconds <= 0:
         raise ConfigError("metrics.kek_stats_seconds: must be a positive number of seconds")
     if settings.logging.format not in ("json", "text"):
@@ -420,6 +438,11 @@ def _instance_defaults(settings: Settings, base: Path) -> Settings:
     audit, keyhsm = settings.audit, settings.keyhsm
     if audit.path is None:
         audit = replace(audit, path=base / "audit.jsonl")
+    if audit.key_file is None:
+        audit = replace(audit, key_file=base / "audit.key")
+    if audit.checkpoint_path is None:
+        assert audit.path is not None
+        audit = replace(audit, checkpoint_path=audit.path.with_name(audit.path.name + ".checkpoints"))
     if keyhsm.socket is None:
         keyhsm = replace(keyhsm, socket=base / "keyhsm.sock")
     return replace(settings, audit=audit, keyhsm=keyhsm)

@@ -65,6 +65,57 @@ class ContextFilter(logging.Filter):
         return True
 
 
+# Log values may carry client-supplied text (a certificate CN, a Log message, an Interop
+# identifier, an error quoting a request). Each is cut to MAX_TEXT characters in every format,
+# and the text format escapes every non-printable character (newlines above all), so that one
+# record is always one line and a client cannot forge lines or flood the log with one value.
+MAX_TEXT = 1024
+MAX_TRACEBACK = 16384
+
+
+def clip(text: str, limit: int = MAX_TEXT) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
+
+
+def escape(text: str) -> str:
+    """Backslash escapes for backslash and every non-printable character (\\n, \\x1b, \\u2028...)."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        elif ch in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def _clipped(value: object) -> object:
+    """The value with every string in it clipped (lists, tuples, sets and dicts walked)."""
+    if isinstance(value, str):
+        return clip(value)
+    if isinstance(value, (bytes, bytearray)):
+        return clip(value.hex())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_clipped(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _clipped(v) for k, v in value.items()}
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    return clip(str(value))
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    return {k: _clipped(v) for k, v in vars(record).items() if k not in _STANDARD}
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
@@ -73,22 +124,36 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": os.getpid(),
-            "msg": record.getMessage(),
+            "msg": clip(record.getMessage()),
         }
-        out.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        out.update(_fields(record))
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+            out["exc"] = clip(self.formatException(record.exc_info), MAX_TRACEBACK)
+        return json.dumps(out, default=str)  # ASCII, control characters escaped: one line
+
+
+def _text_value(value: object) -> str:
+    """key=value text: a value with spaces, quotes or '=' is quoted, so that one value cannot
+    pose as further fields; lists and dicts are JSON."""
+    if isinstance(value, str):
+        text = escape(value)
+        if text and not any(c in text for c in ' "='):
+            return text
+        return '"' + text.replace('"', '\\"') + '"'
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str)
+    return escape(str(value))
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        extra = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD)
-        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {record.getMessage()}"
+        extra = " ".join(f"{k}={_text_value(v)}" for k, v in _fields(record).items())
+        message = escape(clip(record.getMessage()))
+        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {message}"
         if extra:
             line += " " + extra
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_info:  # the traceback too stays on this line, escaped
+            line += " exc=" + _text_value(clip(self.formatException(record.exc_info), MAX_TRACEBACK))
         return line
 
 

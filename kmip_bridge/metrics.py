@@ -89,6 +89,12 @@ class _Instruments:
             "kmip_bridge_kek_objects", "objects with material sealed under each KEK version (database)",
             ["kek"], multiprocess_mode="mostrecent",
         )
+        # The newest signed audit checkpoint's record count (audit.py): compare it with
+        # 'kmip-bridge audit verify' and keep it off this host to catch a truncated audit log.
+        self.audit_records = Gauge(
+            "kmip_bridge_audit_checkpoint_records", "audit records covered by the newest signed checkpoint",
+            multiprocess_mode="max",
+        )
         self.kek_current = Gauge(
             "kmip_bridge_kek_current", "1 for the KEK version new objects are sealed under",
             ["kek"], multiprocess_mode="mostrecent",
@@ -162,6 +168,11 @@ def group_committed(writes: int) -> None:
     if _on is not None:
         _on.group_writes.inc(writes)
         _on.group_transactions.inc()
+
+
+def audit_head(records: int) -> None:
+    if _on is not None:
+        _on.audit_records.set(records)
 
 
 def write_lock_timed(waited: float, held: float) -> None:

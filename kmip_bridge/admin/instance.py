@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -98,16 +99,31 @@ def _copy_policies(target: Path) -> None:
 
 
 def ensure_client(settings: Settings, name: str, groups: tuple[str, ...] = ()) -> Path:
-    """Issues NAME's certificate from the dev CA and writes clients/NAME/pykmip.conf."""
-    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise InitError(f"client name '{name}' may use letters, digits, '-', '_' and '.' only")
+    """Issues NAME's certificate from the dev CA and writes clients/NAME/pykmip.conf. When NAME
+    already has a certificate with other groups, it is re-issued with the groups given, and the
+    previous one is added to the dev CA's CRL (it would otherwise keep its old groups).
+    Raises pki.CertNameError for a name or group that cannot be a subject."""
+    pki.check_client_name(name)
+    for g in groups:
+        pki.check_group(g)
     folder = settings.instance_dir / "clients" / name
     cert, key = folder / "cert.pem", folder / "key.pem"
     ca_key = settings.tls.ca.with_suffix(".key")
-    if not cert.exists():
+    wanted = tuple(sorted(set(groups)))
+    if not cert.exists() or pki.client_groups(cert) != wanted:
         if not ca_key.exists():
             raise InitError(f"no dev CA key at {ca_key}: client certificates come from your own CA")
-        pki.issue(settings.tls.ca, ca_key, cert, key, name, server=False, groups=groups)
+        if cert.exists():
+            old = pki.client_groups(cert)
+            crl = crl_path(settings)
+            pki.revoke(settings.tls.ca, ca_key, cert, crl)
+            print(
+                f"re-issued {name}'s certificate with groups [{', '.join(wanted)}] (was [{', '.join(old)}]); "
+                f"the previous certificate is revoked in {crl}: send the server SIGHUP"
+                + ("" if settings.tls.crl else f" after setting tls.crl: {crl}"),
+                file=sys.stderr,
+            )
+        pki.issue(settings.tls.ca, ca_key, cert, key, name, server=False, groups=wanted)
     conf = folder / "pykmip.conf"
     host = settings.server.host if settings.server.host not in ("0.0.0.0", "::") else "127.0.0.1"
     conf.write_text(
@@ -123,6 +139,22 @@ def ensure_client(settings: Settings, name: str, groups: tuple[str, ...] = ()) -
         "suppress_ragged_eofs=True\n"
     )
     return conf
+
+
+def crl_path(settings: Settings) -> Path:
+    """The dev CA's CRL: ``tls.crl`` when set, else pki/crl.pem next to the CA."""
+    return settings.tls.crl or settings.tls.ca.parent / "crl.pem"
+
+
+def revoke_client(settings: Settings, name: str) -> Path:
+    """Adds NAME's certificate (clients/NAME/cert.pem) to the dev CA's CRL; returns the CRL path."""
+    pki.check_client_name(name)
+    cert = settings.instance_dir / "clients" / name / "cert.pem"
+    if not cert.is_file():
+        raise InitError(f"no client certificate for '{name}' (no {cert})")
+    crl = crl_path(settings)
+    pki.revoke(settings.tls.ca, settings.tls.ca.with_suffix(".key"), cert, crl)
+    return crl
 
 
 def init_instance(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,39 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALIDITY = dt.timedelta(days=825)
+# A client name is a folder name under clients/ and a certificate CN (at most 64 characters,
+# RFC 5280 ub-common-name): plain ASCII, no path separators, not starting with a dot.
+_CLIENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_MAX_OU = 64  # RFC 5280 ub-organizational-unit-name
+
+
+class CertNameError(ValueError):
+    """A client name or group that cannot become a certificate subject (or a folder)."""
+
+
+def check_client_name(name: str) -> str:
+    if not _CLIENT_NAME.fullmatch(name):
+        shown = name if len(name) <= 80 and name.isprintable() else repr(name[:80]) + "..."
+        raise CertNameError(
+            f"client name '{shown}': use 1-64 characters among letters, digits, '-', '_' and '.', "
+            "not starting with '.'"
+        )
+    return name
+
+
+def check_group(group: str) -> str:
+    if not group or len(group) > _MAX_OU or not group.isprintable() or group != group.strip():
+        shown = group if len(group) <= 80 and group.isprintable() else repr(group[:80]) + "..."
+        raise CertNameError(
+            f"group '{shown}': use 1-{_MAX_OU} printable characters without leading or trailing spaces"
+        )
+    return group
+
+
+def client_groups(cert_path: Path) -> tuple[str, ...]:
+    """The groups (OUs) of an issued client certificate, sorted."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    return tuple(sorted(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)))
 
 
 def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:

@@ -1,5 +1,8 @@
 """One client connection: TLS handshake, then framed request/response until the client leaves.
 
+The handshake has a deadline of its own (``handshake_timeout``, short): a connection that has not
+finished its handshake holds only a handshake slot (server/worker.py), never a connection slot.
+
 Framing is exact: an 8-byte TTLV header, then precisely the length it announces. A message
 over the size limit is refused from its header alone, before its body is read. Between messages
 a connection may sit idle for ``idle_timeout``; once a message's first byte arrives, the whole
@@ -10,6 +13,7 @@ trickling bytes cannot hold a thread).
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import ssl
 import time
@@ -40,6 +44,7 @@ class Limits:
     max_message_size: int
     idle_timeout: float
     read_timeout: float
+    handshake_timeout: float = 10.0  # the whole TLS handshake, from accept
 
 
 class Closed(Exception):
@@ -76,26 +81,53 @@ def serve_connection(
     limits: Limits,
     in_flight: InFlight,
 ) -> None:
+    """Handshake and serve (a caller that needs to act between the two uses handshake() and
+    serve_tls() inside its own logs.connection_scope())."""
     # Every line logged while serving this connection carries its id (logs.ContextFilter).
     with logs.connection_scope():
-        _serve(raw, peer, tls, app, limits, in_flight)
+        conn = handshake(raw, peer, tls, limits.handshake_timeout)
+        if conn is not None:
+            serve_tls(conn, peer, app, limits, in_flight)
 
 
-def _serve(
-    raw: socket.socket,
-    peer: str,
-    tls: ssl.SSLContext,
-    app: Application,
-    limits: Limits,
-    in_flight: InFlight,
-) -> None:
-    raw.settimeout(limits.read_timeout)
+def handshake(raw: socket.socket, peer: str, tls: ssl.SSLContext, timeout: float) -> ssl.SSLSocket | None:
+    """The server side of the TLS handshake within ``timeout`` seconds in all (a deadline: a peer
+    trickling handshake bytes cannot stretch it); the TLS socket, or None (closed, logged)."""
+    deadline = time.monotonic() + timeout
+    conn: ssl.SSLSocket | None = None
     try:
-        conn = tls.wrap_socket(raw, server_side=True)
+        conn = tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        conn.setblocking(False)
+        poller = select.poll()
+        while True:
+            try:
+                conn.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                events = select.POLLIN
+            except ssl.SSLWantWriteError:
+                events = select.POLLOUT
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            poller.register(conn, events)
+            poller.poll(remaining * 1000)
+            poller.unregister(conn)
+        conn.setblocking(True)
+        return conn
+    except TimeoutError:
+        log.info("handshake timed out", extra={"peer": peer, "timeout": timeout})
     except (ssl.SSLError, OSError) as exc:
         log.info("handshake refused", extra={"peer": peer, "error": str(exc)[:200]})
-        raw.close()
-        return
+    try:
+        (conn or raw).close()
+    except OSError:
+        pass
+    return None
+
+
+def serve_tls(conn: ssl.SSLSocket, peer: str, app: Application, limits: Limits, in_flight: InFlight) -> None:
+    """Serves requests on an established TLS connection until the client leaves; closes it."""
     try:
         der = conn.getpeercert(binary_form=True)
         if der is None:  # CERT_REQUIRED makes this unreachable; belt and braces

@@ -38,6 +38,10 @@ class ServeOptions:
     drain_timeout: float
     # (host, port, multiprocess directory) of the metrics endpoint; None: metrics off
     metrics: tuple[str, int, Path] | None = None
+    # connections not past their TLS handshake: in all, and from one peer address (split across
+    # the workers, rounded up)
+    max_handshakes: int = 128
+    max_handshakes_per_ip: int = 32
 
 
 def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application],
@@ -53,8 +57,11 @@ def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: 
                 os.write(w, msg.encode()[:4000])
                 os.close(w)
 
+            n = opts.workers or os.cpu_count() or 1
+            # Shares rounded up, so that many workers do not leave each a uselessly small pool.
             code = run_worker(listener, tls, factory, opts.limits, per_worker,
-                              opts.drain_timeout, report, rotation)
+                              opts.drain_timeout, report, rotation, -(-opts.max_handshakes // n),
+                              -(-opts.max_handshakes_per_ip // n))
         except BaseException:
             log.exception("worker crashed")
         finally:

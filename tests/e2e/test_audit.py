@@ -30,6 +30,7 @@ def instance(tmp_path_factory: pytest.TempPathFactory) -> Instance:
     inst = make_instance(tmp_path_factory.mktemp("audit"), None)
     cfg = yaml.safe_load(inst.config.read_text())
     cfg["logging"]["level"] = "DEBUG"  # the most the server ever logs must still hold no secret
+    cfg["audit"] = {"checkpoint_every": 5}  # several signed checkpoints from this module's traffic
     inst.config.write_text(yaml.safe_dump(cfg))
     return inst
 
@@ -118,6 +119,45 @@ def test_verify_catches_tampering_at_the_right_line(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "broken at line 3:" in result.stdout and why in result.stdout
     assert "2 records intact" in result.stdout
+
+
+def _recomputed(lines: list[bytes], at: int) -> list[bytes]:
+    """Record ``at`` edited and every hash after it recomputed: a chain consistent in itself."""
+    from kmip_bridge.audit import GENESIS, canonical, record_hash
+
+    records = [json.loads(line) for line in lines]
+    records[at]["identity"] = "mallory"
+    prev = records[at - 1]["hash"] if at else GENESIS
+    for r in records[at:]:
+        r["prev"] = prev
+        r["hash"] = prev = record_hash(r)
+    return [canonical(r) + b"\n" for r in records]
+
+
+@pytest.mark.parametrize("tamper", ["cut-tail", "emptied", "recomputed"])
+def test_signed_checkpoints_catch_what_the_chain_cannot(
+    traffic: dict[str, object], instance: Instance, server: Server, tmp_path: Path, tamper: str
+) -> None:
+    assert (instance.dir / "audit.key").stat().st_mode & 0o077 == 0
+    # A consistent snapshot: the log and its checkpoints, copied together while no request runs.
+    lines = (instance.dir / "audit.jsonl").read_bytes().splitlines(keepends=True)
+    checkpoints = tmp_path / "cps"
+    checkpoints.write_bytes((instance.dir / "audit.jsonl.checkpoints").read_bytes())
+    signed = max(json.loads(line)["seq"] for line in checkpoints.read_bytes().splitlines())
+    assert signed >= 10 and signed <= len(lines)
+    copy = tmp_path / "audit.jsonl"
+    args = ["audit", "verify", "--config", str(instance.config), "--file", str(copy), "--checkpoints", str(checkpoints)]
+    copy.write_bytes(b"".join(lines))
+    assert "intact" in run_cli(*args).stdout  # control: the untouched copy
+    tampered = {"cut-tail": lines[: signed - 3], "emptied": [], "recomputed": _recomputed(lines, 2)}[tamper]
+    copy.write_bytes(b"".join(tampered))
+    # The chain alone finds nothing wrong ...
+    assert "intact" in run_cli("audit", "verify", "--config", str(instance.config), "--file", str(copy)).stdout
+    # ... the signed checkpoints do.
+    result = run_cli(*args, check=False)
+    assert result.returncode == 1, result.stdout
+    why = {"cut-tail": "removed from the end", "emptied": "emptied", "recomputed": "recomputed"}[tamper]
+    assert why in result.stdout
 
 
 def _forms(secret: bytes) -> list[bytes]:

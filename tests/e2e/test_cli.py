@@ -99,3 +99,81 @@ def test_generated_admin_conf_works_with_pykmip(tmp_path: Path) -> None:
             assert len(client.get(uid).value) == 32
     finally:
         assert server.stop() == 0
+
+
+def _serials(crl: Path) -> set[int]:
+    from cryptography import x509
+
+    return {e.serial_number for e in x509.load_pem_x509_crl(crl.read_bytes())} if crl.exists() else set()
+
+
+def _cert(path: Path):  # type: ignore[no-untyped-def]
+    from cryptography import x509
+
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def _one_line_refusal(result: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_certs_revoke_refuses_a_path_for_a_name(tmp_path: Path) -> None:
+    """'certs revoke ../../x' used to revoke the certificate found at clients/../../x/cert.pem."""
+    from kmip_bridge.admin import pki
+
+    inst = make_instance(tmp_path / "i", None)
+    outside = tmp_path / "x"  # = clients/../../x seen from the instance
+    pki.issue(inst.dir / "pki" / "ca.pem", inst.dir / "pki" / "ca.key", outside / "cert.pem",
+              outside / "key.pem", "x", server=False)
+    crl = inst.dir / "pki" / "crl.pem"
+    for name in ("../../x", "..", "a/b", ".hidden", ""):
+        _one_line_refusal(run_cli("certs", "revoke", name, "--config", str(inst.config), check=False),
+                          "client name")
+    assert not crl.exists()  # nothing was revoked
+    missing = run_cli("certs", "revoke", "nobody", "--config", str(inst.config), check=False)
+    assert missing.returncode == 1 and "no client certificate for 'nobody'" in missing.stderr
+    # Control: a real client's name is revoked.
+    inst.client("bob")
+    assert Path(run_cli("certs", "revoke", "bob", "--config", str(inst.config)).stdout.strip()) == crl
+    assert _serials(crl) == {_cert(inst.dir / "clients" / "bob" / "cert.pem").serial_number}
+
+
+def test_certs_client_refuses_bad_names_in_one_line(tmp_path: Path) -> None:
+    inst = make_instance(tmp_path / "i", None)
+    _one_line_refusal(run_cli("certs", "client", "a" * 65, "--config", str(inst.config), check=False),
+                      "client name")
+    _one_line_refusal(run_cli("certs", "client", "ok", "--group", "g" * 65, "--config", str(inst.config),
+                              check=False), "group")
+    _one_line_refusal(run_cli("certs", "client", "ok", "--group", "a\nb", "--config", str(inst.config),
+                              check=False), "group")
+    assert not (inst.dir / "clients" / ("a" * 65)).exists()
+    assert not (inst.dir / "clients" / "ok").exists()
+    # Control: 64 characters is the longest CN, and works.
+    conf = Path(run_cli("certs", "client", "b" * 64, "--config", str(inst.config)).stdout.strip())
+    assert conf.read_text().startswith(f"[{'b' * 64}]\n")
+
+
+def test_certs_client_reissues_with_new_groups(tmp_path: Path) -> None:
+    from cryptography.x509.oid import NameOID
+
+    inst = make_instance(tmp_path / "i", None)
+    cert_path = inst.dir / "clients" / "carol" / "cert.pem"
+
+    def ous() -> set[str]:
+        return {str(a.value) for a in _cert(cert_path).subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)}
+
+    inst.client("carol", "ops")
+    first = cert_path.read_bytes()
+    inst.client("carol", "ops")  # same groups: nothing changes
+    assert cert_path.read_bytes() == first
+    result = run_cli("certs", "client", "carol", "--group", "ops", "--group", "dba", "--config", str(inst.config))
+    assert "re-issued carol's certificate" in result.stderr
+    assert ous() == {"ops", "dba"}
+    # The previous certificate (group ops only) is revoked: it must not outlive its groups.
+    from cryptography import x509
+
+    assert x509.load_pem_x509_certificate(first).serial_number in _serials(inst.dir / "pki" / "crl.pem")
+    assert _cert(cert_path).serial_number not in _serials(inst.dir / "pki" / "crl.pem")

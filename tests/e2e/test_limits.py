@@ -218,6 +218,66 @@ def test_connection_limit_is_shared_by_workers(instance: Instance) -> None:
         assert srv.stop() == 0, "".join(srv.log[-20:])
 
 
+def _silent_sockets(port: int, count: int, source: str) -> list:  # type: ignore[type-arg]
+    """TCP connections from ``source`` (another loopback address) that never start TLS."""
+    import socket
+
+    out = []
+    for _ in range(count):
+        s = socket.socket()
+        s.bind((source, 0))
+        s.connect(("127.0.0.1", port))
+        out.append(s)
+    return out
+
+
+def _wait_logged(server: Server, text: str, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(text in line for line in server.log) < count:
+        assert time.monotonic() < deadline, f"expected {count}x {text!r}:\n" + "".join(server.log[-20:])
+        time.sleep(0.05)
+
+
+def test_silent_sockets_from_one_address_do_not_lock_out_clients(instance: Instance) -> None:
+    """Ten sockets from one address that never start TLS (the red team's eight silent sockets
+    locked a client out: each held a connection slot for read_timeout). Now at most
+    max_handshakes_per_ip of them hold a handshake slot, none holds a connection slot: the
+    legitimate clients (another address) get both connection slots."""
+    srv = instance.start(**{**DEFAULTS, "workers": 1, "max_connections": 2, "handshake_timeout": 120,
+                            "max_handshakes": 8, "max_handshakes_per_ip": 2})
+    silent = _silent_sockets(srv.port, 10, "127.0.0.2")
+    try:
+        _wait_logged(srv, "handshake limit per address reached", 8)  # all ten were seen first
+        first, second = _connect(srv, instance), _connect(srv, instance)
+        for c in (first, second):
+            assert _statuses(c.call(request([(Operation.QUERY.value, None)]))) == [ResultStatus.SUCCESS.value]
+        first.close()
+        second.close()
+        # Two of the silent sockets are still pending (admitted, no handshake): one more from
+        # their address is refused at once, before any TLS.
+        extra = _silent_sockets(srv.port, 1, "127.0.0.2")[0]
+        extra.settimeout(30)
+        assert extra.recv(1) == b""
+        extra.close()
+    finally:
+        for s in silent:
+            s.close()
+        assert srv.stop() == 0, "".join(srv.log[-20:])
+
+
+def test_a_silent_socket_is_closed_at_the_handshake_timeout(instance: Instance) -> None:
+    srv = instance.start(**{**DEFAULTS, "workers": 1, "handshake_timeout": 1})
+    try:
+        (silent,) = _silent_sockets(srv.port, 1, "127.0.0.3")
+        silent.settimeout(60)
+        assert silent.recv(1) == b""  # closed by the server, without a byte sent
+        silent.close()
+        assert srv.saw("handshake timed out")
+        assert _query_ok(srv, instance)  # control: a real client completes its handshake in time
+    finally:
+        assert srv.stop() == 0, "".join(srv.log[-20:])
+
+
 def _create_payload() -> Item:
     return ttlv.struct_(T.REQUEST_PAYLOAD, [
         ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY),

@@ -20,7 +20,7 @@ from kmip_bridge.client import RawClient, client_context, request
 from kmip_bridge.protocol import ttlv
 from kmip_bridge.protocol.ttlv import Item
 
-from .conftest import CLI, Instance, Server, make_instance
+from .conftest import CLI, Instance, Server, free_port, make_instance
 
 pytestmark = pytest.mark.e2e
 
@@ -136,3 +136,65 @@ def test_text_format_carries_the_ids_too(logged: tuple[Instance, Server]) -> Non
         assert "request_id=" in line and "connection_id=" in line and "operation=CREATE" in line
     finally:
         assert text_server.stop() == 0
+
+
+FORGED_LINE = "2026-01-01 00:00:00,000 INFO kmip_bridge.server: forged"
+
+
+def _hostile_traffic(instance: Instance, server: Server, evil_cert: tuple) -> None:  # type: ignore[type-arg]
+    """A Log message and a CN with a newline and a forged line after it, a ~1 MB Interop
+    identifier; then a plain Log message as the control."""
+    with connect(instance, server) as c:
+        send(c, [(Operation.LOG, [ttlv.text(T.LOG_MESSAGE, "note\n" + FORGED_LINE)])])
+        send(c, [(Operation.INTEROP, [ttlv.enum(T.INTEROP_FUNCTION, enums.InteropFunction.BEGIN),
+                                      ttlv.text(T.INTEROP_IDENTIFIER, "I" * 1_000_000)])])
+        send(c, [(Operation.LOG, [ttlv.text(T.LOG_MESSAGE, "plain-control-note")])])
+    ctx = client_context(instance.dir / "pki" / "ca.pem", *evil_cert)
+    with RawClient("127.0.0.1", server.port, ctx) as c:
+        send(c, [(Operation.QUERY, [])])
+
+
+def _evil_cert(instance: Instance) -> tuple:  # type: ignore[type-arg]
+    from kmip_bridge.admin import pki
+
+    cert, key = instance.dir / "evil.pem", instance.dir / "evil.key"
+    if not cert.exists():
+        pki.issue(instance.dir / "pki" / "ca.pem", instance.dir / "pki" / "ca.key", cert, key,
+                  "evil\n" + FORGED_LINE[:40], server=False)
+    return cert, key
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_client_text_cannot_forge_or_flood_log_lines(tmp_path, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    instance = make_instance(tmp_path / fmt, None, keyhsm_mode="inprocess")
+    cfg = yaml.safe_load(instance.config.read_text())
+    cfg["audit"] = {"enabled": False}  # "request" lines (with the identity) at INFO
+    cfg["logging"] = {"level": "INFO", "format": fmt}
+    instance.config.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([*CLI, "serve", "--config", str(instance.config), "--port", str(free_port())],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = Server(instance.config, int(proc.args[-1]), proc)  # type: ignore[index]
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            server.log.append(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert server.saw("ready", timeout=90), "".join(server.log[-20:])
+        _hostile_traffic(instance, server, _evil_cert(instance))
+        assert server.saw("plain-control-note")  # control: client text is still logged
+        assert server.saw("evil")
+    finally:
+        assert server.stop() == 0
+    for line in server.log:
+        assert len(line) < 16_384, f"a {len(line)}-character log line"
+        assert not line.startswith(FORGED_LINE[:24]), "a client forged a log line: " + line
+        if fmt == "json":
+            json.loads(line)
+        else:
+            assert line[:4].isdigit(), "a line that is no log record: " + line[:200]
+    joined = "".join(server.log)
+    assert "more characters]" in joined  # the 1 MB identifier, clipped
+    assert "note\\n2026-01-01" in joined  # the newline shows as \\n (text escape or JSON escape)

@@ -24,6 +24,7 @@ def metrics_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S
     port = free_port()
     cfg = yaml.safe_load(instance.config.read_text())
     cfg["metrics"] = {"enabled": True, "port": port, "kek_stats_seconds": 0.5}
+    cfg["audit"] = {"checkpoint_every": 4}
     instance.config.write_text(yaml.safe_dump(cfg))
     srv = instance.start()
     yield srv, f"http://127.0.0.1:{port}"
@@ -68,6 +69,11 @@ def test_metrics_count_requests_and_connections(metrics_server: tuple[Server, st
     assert s[("kmip_bridge_request_duration_seconds_count", (("operation", "GET"),))] == 6
     assert s[("kmip_bridge_request_duration_seconds_bucket", (("le", "+Inf"), ("operation", "CREATE")))] == 5
     assert s[("kmip_bridge_request_duration_seconds_sum", (("operation", "CREATE"),))] > 0
+    # 11 audit records: checkpoints at 4 and 8; the metric shows the newest one's count, which
+    # the checkpoint file holds too.
+    assert s[("kmip_bridge_audit_checkpoint_records", ())] == 8
+    last = (server.dir / "audit.jsonl.checkpoints").read_text().splitlines()[-1]
+    assert '"seq":8' in last
     deadline = time.monotonic() + 10
     while _samples(base).get(("kmip_bridge_open_connections", ()), 0) != 0:
         assert time.monotonic() < deadline, "open connections gauge did not drop to 0"

@@ -224,6 +224,9 @@ def test_revoked_client_certificate_is_refused_after_sighup(tmp_path) -> None:  
         eve = Client(server, inst, "eve")
         eve.register_secret(b"e")  # works before revocation
         eve.close()
+        # Connections opened before the reload: the CRL must apply to them too.
+        eve_open, admin_open = Client(server, inst, "eve"), Client(server, inst, "admin")
+        eve_open.ok(Operation.QUERY)
         crl = run_cli("certs", "revoke", "eve", "--config", str(inst.config)).stdout.strip()
         cfg = yaml.safe_load(inst.config.read_text())
         cfg["tls"]["crl"] = crl
@@ -241,6 +244,17 @@ def test_revoked_client_certificate_is_refused_after_sighup(tmp_path) -> None:  
                 refused = True
         assert refused, "a revoked certificate was still accepted after SIGHUP"
         assert server.saw("certificate revoked")
+        deadline = time.monotonic() + 15
+        while True:  # the worker serving eve's open connection has reloaded once this fails
+            bi = eve_open.call(Operation.QUERY)
+            if bi.value_of(T.RESULT_STATUS.value) != ResultStatus.SUCCESS.value or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert "client certificate revoked" in _fails(bi, ResultReason.PERMISSION_DENIED)
+        assert "client certificate revoked" in _fails(eve_open.call(Operation.QUERY), ResultReason.PERMISSION_DENIED)
+        admin_open.ok(Operation.QUERY)  # an open connection of a valid certificate is unaffected
+        eve_open.close()
+        admin_open.close()
         admin = Client(server, inst, "admin")  # everyone else is unaffected
         assert admin.register_secret(b"a")
         admin.close()

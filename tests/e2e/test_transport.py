@@ -242,3 +242,71 @@ def test_maximum_response_size_and_server_correlation(server: Server, instance: 
         assert response.get(T.RESPONSE_HEADER.value).value_of(T.SERVER_CORRELATION_VALUE.value)
         header.value[1] = ttlv.integer(T.MAXIMUM_RESPONSE_SIZE, 100_000)
         assert _status(_results(c.call(msg))[0])[0] == ResultStatus.SUCCESS.value
+
+
+def _make_client_cert(instance: Instance, folder, *, cns: tuple[str, ...] = ("forged",),  # type: ignore[no-untyped-def]
+                      eku: bool = True, ca: bool = False) -> tuple:
+    """A certificate signed by the instance's dev CA, shaped by the arguments; returns (cert, key)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert = x509.load_pem_x509_certificate((instance.dir / "pki" / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((instance.dir / "pki" / "ca.key").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in cns]
+                                + [x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "admin")]))
+        .issuer_name(ca_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if eku:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "c.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+    return folder / "c.pem", folder / "c.key"
+
+
+def _query_as(server: Server, instance: Instance, cert, key) -> tuple[tuple[int, int | None], str]:  # type: ignore[no-untyped-def]
+    ctx = client_context(instance.dir / "pki" / "ca.pem", cert, key)
+    with RawClient("127.0.0.1", server.port, ctx) as c:
+        bi = _results(_request_over(c))[0]
+        return _status(bi), str(bi.value_of(T.RESULT_MESSAGE.value) or "")
+
+
+@pytest.mark.parametrize("shape, why", [
+    ({"eku": False}, "no extended key usage"),
+    ({"ca": True}, "CA certificate"),
+    ({"cns": ("admin", "guest")}, "2 common names"),
+    ({"cns": ("guest", "admin")}, "2 common names"),
+])
+def test_unfit_client_certificates_are_refused(server: Server, instance: Instance, tmp_path, shape, why) -> None:  # type: ignore[no-untyped-def]
+    """Certificates that chain to the CA but must not identify a client: no EKU at all (OpenSSL
+    lets it through), CA:TRUE, several subject CNs (which one would be the identity?). Every
+    request is refused with Permission Denied naming the reason."""
+    cert, key = _make_client_cert(instance, tmp_path / "bad", **shape)
+    status, message = _query_as(server, instance, cert, key)
+    assert status == (ResultStatus.OPERATION_FAILED.value, ResultReason.PERMISSION_DENIED.value)
+    assert why in message
+    # Control: the same shape made right (one CN, clientAuth, CA:FALSE) is served.
+    good_cert, good_key = _make_client_cert(instance, tmp_path / "good", cns=("someone",))
+    assert _query_as(server, instance, good_cert, good_key)[0][0] == ResultStatus.SUCCESS.value
+
+
+def test_the_dev_ca_itself_is_no_client(server: Server, instance: Instance) -> None:
+    pki_dir = instance.dir / "pki"
+    status, message = _query_as(server, instance, pki_dir / "ca.pem", pki_dir / "ca.key")
+    assert status == (ResultStatus.OPERATION_FAILED.value, ResultReason.PERMISSION_DENIED.value)
+    assert "CA certificate" in message or "extended key usage" in message
+    folder = instance.dir / "clients" / "admin"
+    assert _query_as(server, instance, folder / "cert.pem", folder / "key.pem")[0][0] == ResultStatus.SUCCESS.value

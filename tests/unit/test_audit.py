@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from kmip_bridge import audit
-from kmip_bridge.audit import GENESIS, AuditLog, record_hash, verify
+from kmip_bridge.audit import GENESIS, Anchor, AuditLog, record_hash, verify
 from kmip_bridge.config import ConfigError, config_warnings, load
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +54,8 @@ def test_records_chain_from_genesis_and_verify(tmp_path: Path) -> None:
         assert after["prev"] == before["hash"]
     for r in records:
         assert record_hash(r) == r["hash"]
-        assert set(r) == {*_fields(0), "ts", "prev", "hash"}
+        assert set(r) == {*_fields(0), "ts", "seq", "prev", "hash"}
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]  # the line number
     verdict = verify(path)
     assert verdict.intact and verdict.records == 5 and verdict.head == records[-1]["hash"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -219,8 +220,11 @@ def test_audit_and_socket_defaults_live_in_the_instance(tmp_path: Path) -> None:
     s = load(_config(tmp_path))
     assert s.audit.enabled and s.audit.path == tmp_path / "audit.jsonl"
     assert s.keyhsm.mode == "inprocess" and s.keyhsm.socket == tmp_path / "keyhsm.sock"
+    assert s.audit.key_file == tmp_path / "audit.key"
+    assert s.audit.checkpoint_path == tmp_path / "audit.jsonl.checkpoints" and s.audit.checkpoint_every == 100
     s = load(_config(tmp_path, audit={"path": "logs/a.jsonl", "enabled": False}))
     assert not s.audit.enabled and s.audit.path == tmp_path / "logs" / "a.jsonl"
+    assert s.audit.checkpoint_path == tmp_path / "logs" / "a.jsonl.checkpoints"
 
 
 @pytest.mark.parametrize(
@@ -228,6 +232,7 @@ def test_audit_and_socket_defaults_live_in_the_instance(tmp_path: Path) -> None:
     [
         ({"audit": {"enabled": "yes"}}, "audit.enabled: must be true or false"),
         ({"audit": {"file": "x"}}, "audit.file: unknown key"),
+        ({"audit": {"checkpoint_every": 0}}, "audit.checkpoint_every: must be at least 1"),
         ({"keyhsm": {"pin_file": "pin", "mode": "remote"}}, "keyhsm.mode: must be one of inprocess, socket"),
         ({"keyhsm": {"pin_file": "pin", "socket": "/" + "s" * 120}}, "keyhsm.socket: path too long"),
     ],
@@ -311,3 +316,138 @@ def test_batch_items_and_refusals_become_records(tmp_path: Path, caplog: pytest.
     with caplog.at_level("INFO", logger="kmip_bridge.audit"):
         auditing.record(RequestContext(Services(None, None, None), ctx.identity, "p"), get, failed)  # type: ignore[arg-type]
     assert [r.levelname for r in caplog.records] == ["INFO"]
+
+
+# -- anchoring: signed checkpoints ---------------------------------------------------------------------
+
+
+def _anchored(tmp_path: Path, n: int, every: int = 10) -> tuple[Path, Anchor, list[bytes]]:
+    path = tmp_path / "audit.jsonl"
+    anchor = Anchor(tmp_path / "audit.key", tmp_path / "audit.jsonl.checkpoints", every)
+    log = AuditLog(path, anchor)
+    try:
+        for i in range(n):
+            log.write(_fields(i))
+    finally:
+        log.close()
+    return path, anchor, path.read_bytes().splitlines(keepends=True)
+
+
+def _verify(path: Path, anchor: Anchor) -> audit.Verdict:
+    return verify(path, audit.load_key(anchor.key_file), anchor.checkpoints)
+
+
+def test_checkpoints_are_signed_and_verified(tmp_path: Path) -> None:
+    path, anchor, _ = _anchored(tmp_path, 25)
+    cps = [json.loads(line) for line in anchor.checkpoints.read_bytes().splitlines()]
+    # the empty log when the key was made, every 10 records, and the head when the log closed
+    assert [c["seq"] for c in cps] == [0, 10, 20, 25]
+    assert cps[0]["head"] == GENESIS and cps[0]["prev"] == "genesis"
+    assert all(b["prev"] == a["mac"] for a, b in itertools.pairwise(cps))
+    for f in (anchor.key_file, anchor.checkpoints):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    verdict = _verify(path, anchor)
+    assert verdict.intact and verdict.records == 25 and verdict.checkpoint == 25
+    assert verdict.head == cps[-1]["head"]
+    # Reopening keeps the key and the checkpoint chain.
+    AuditLog(path, anchor).close()
+    assert _verify(path, anchor).intact
+
+
+def test_a_cut_tail_is_caught(tmp_path: Path) -> None:
+    path, anchor, lines = _anchored(tmp_path, 25)
+    path.write_bytes(b"".join(lines[:22]))
+    assert verify(path).intact  # the chain alone cannot tell: that was the hole
+    verdict = _verify(path, anchor)
+    assert not verdict.intact and verdict.broken_line == 23
+    assert "signed checkpoint covers 25" in verdict.reason and "removed from the end" in verdict.reason
+
+
+def test_an_emptied_log_is_caught(tmp_path: Path) -> None:
+    path, anchor, _ = _anchored(tmp_path, 12)
+    path.write_bytes(b"")
+    assert verify(path).intact
+    verdict = _verify(path, anchor)
+    assert not verdict.intact and "emptied" in verdict.reason
+
+
+def _recompute(lines: list[bytes], at: int, change: dict[str, object]) -> list[bytes]:
+    """An attacker's edit of record ``at`` (0-based) with every hash after it recomputed."""
+    records = [json.loads(line) for line in lines]
+    records[at].update(change)
+    prev = records[at - 1]["hash"] if at else GENESIS
+    for r in records[at:]:
+        r["prev"] = prev
+        r["hash"] = prev = record_hash(r)
+    return [audit.canonical(r) + b"\n" for r in records]
+
+
+def test_a_recomputed_chain_is_caught(tmp_path: Path) -> None:
+    path, anchor, lines = _anchored(tmp_path, 25)
+    path.write_bytes(b"".join(_recompute(lines, 4, {"identity": "mallory"})))
+    assert verify(path).intact  # a consistent chain: only the key tells
+    verdict = _verify(path, anchor)
+    assert not verdict.intact and verdict.broken_line == 10 and "recomputed" in verdict.reason
+
+
+def test_forged_or_removed_checkpoints_are_caught(tmp_path: Path) -> None:
+    path, anchor, lines = _anchored(tmp_path, 25)
+    good = anchor.checkpoints.read_bytes()
+    # Checkpoints made with another key, for a recomputed chain.
+    path.write_bytes(b"".join(_recompute(lines, 4, {"identity": "mallory"})))
+    forged = [json.loads(line) for line in good.splitlines()]
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    for c in forged:
+        c["head"] = records[c["seq"] - 1]["hash"] if c["seq"] else GENESIS
+        c["mac"] = audit.checkpoint_mac(b"k" * 32, c)
+    anchor.checkpoints.write_bytes(b"".join(audit.canonical(c) + b"\n" for c in forged))
+    assert "MAC does not match" in _verify(path, anchor).anchor_problem
+    # The checkpoint file removed, or its first checkpoints cut.
+    path.write_bytes(b"".join(lines))
+    anchor.checkpoints.unlink()
+    assert "no signed checkpoint" in _verify(path, anchor).anchor_problem
+    anchor.checkpoints.write_bytes(b"".join(good.splitlines(keepends=True)[2:]))
+    assert "does not follow" in _verify(path, anchor).anchor_problem
+    anchor.checkpoints.write_bytes(good)
+    assert _verify(path, anchor).intact  # control: the real file
+
+
+def test_a_log_written_before_checkpoints_is_anchored_from_now(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write(path, 3)  # no anchor: the key does not exist yet
+    lines = path.read_bytes().splitlines(keepends=True)
+    legacy = [json.loads(line) for line in lines]
+    for r in legacy:  # records of an older version, without seq
+        del r["seq"]
+        r["hash"] = record_hash(r)
+    prev = GENESIS
+    for r in legacy:
+        r["prev"] = prev
+        r["hash"] = prev = record_hash(r)
+    path.write_bytes(b"".join(audit.canonical(r) + b"\n" for r in legacy))
+    anchor = Anchor(tmp_path / "audit.key", tmp_path / "cps", 10)
+    log = AuditLog(path, anchor)  # makes the key and signs the existing head (3 records)
+    log.write(_fields(9))
+    log.close()
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert records[-1]["seq"] == 4
+    verdict = _verify(path, anchor)
+    assert verdict.intact and verdict.records == 4 and verdict.checkpoint == 4
+
+
+def test_cli_audit_verify_reports_truncation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kmip_bridge.cli import main
+
+    config = _config(tmp_path, audit={"checkpoint_every": 5})
+    s = load(config)
+    assert s.audit.key_file is not None and s.audit.checkpoint_path is not None
+    log = AuditLog(s.audit.path, Anchor(s.audit.key_file, s.audit.checkpoint_path, 5))  # type: ignore[arg-type]
+    for i in range(7):
+        log.write(_fields(i))
+    log.close()
+    assert main(["audit", "verify", "--config", str(config)]) == 0
+    assert "intact, 7 records" in capsys.readouterr().out
+    lines = s.audit.path.read_bytes().splitlines(keepends=True)  # type: ignore[union-attr]
+    s.audit.path.write_bytes(b"".join(lines[:4]))  # type: ignore[union-attr]
+    assert main(["audit", "verify", "--config", str(config)]) == 1
+    assert "broken at line 5: the log ends after 4 records but a signed checkpoint covers 7" in capsys.readouterr().out
