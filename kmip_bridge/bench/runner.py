@@ -175,7 +175,7 @@ def _drive(args: argparse.Namespace, target: Target, specs: list[ProcessSpec], r
             if proc.is_alive():
                 proc.terminate()
             conn.close()
-    result = report.merge(parts, args.duration)
+    result = report.merge(parts, args.duration, sum(s.clients for s in specs))
     if args.samples:
         result["_samples_us"] = report.samples_us(parts)
     ops = result["ops"]
