@@ -41,8 +41,10 @@ def panel(x0: float, title: str, y_label: str, series: Series, clients: list[int
     y_top = ticks[-1] or 1.0
     lo, hi = math.log(min(clients)), math.log(max(clients))
 
+    pad = 14  # keeps the first and last points off the frame
+
     def px(c: int) -> float:
-        return left + (w / 2 if hi == lo else (math.log(c) - lo) / (hi - lo) * w)
+        return left + (w / 2 if hi == lo else pad + (math.log(c) - lo) / (hi - lo) * (w - 2 * pad))
 
     def py(v: float) -> float:
         return top + h - v / y_top * h
