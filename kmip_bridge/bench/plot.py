@@ -85,7 +85,7 @@ def sweep_svg(title: str, ops: Series, p99: Series, p99_label: str) -> str:
     targets = list(dict.fromkeys([*ops, *p99]))
     colours = {t: COLOURS[i % len(COLOURS)] for i, t in enumerate(targets)}
     clients = sorted({c for s in (ops, p99) for pts in s.values() for c, _ in pts}) or [1]
-    width, height = 2 * PANEL_W, PANEL_H + 44
+    width, height = 2 * PANEL_W, PANEL_H + 64
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
            f"<title>{escape(title)}</title>",
@@ -99,7 +99,7 @@ def sweep_svg(title: str, ops: Series, p99: Series, p99_label: str) -> str:
         out.append(f'<rect x="{x}" y="{y - 10}" width="12" height="12" fill="{colours[t]}"/>')
         out.append(f'<text x="{x + 18}" y="{y}">{escape(t)}</text>')
         x += 30 + 8 * len(t)
-    out.append(f'<text x="{width - 12}" y="{y}" text-anchor="end" fill="#555">{escape(title)}</text>')
+    out.append(f'<text x="{MARGIN_L}" y="{y + 22}" fill="#555">{escape(title)}</text>')
     out.append("</g>")
     out.append("</svg>")
     return "\n".join(out) + "\n"
