@@ -2,8 +2,9 @@
 
 Every client is one persistent mutual-TLS connection with one request in flight (closed loop).
 A process never decodes TTLV: it sends pre-encoded bytes, frames responses by their 8-byte header
-and scans them for the result status. Latencies are ``perf_counter_ns`` samples, shipped to the
-parent as packed arrays; the process also reports its own CPU time (``getrusage``).
+and scans them for the result status. Latencies are ``perf_counter_ns`` samples, counted by
+``latency.Recorder`` (which says which requests count) and shipped to the parent as packed arrays;
+the process also reports its own CPU time (``getrusage``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import select
 import selectors
 import ssl
 import time
-from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -23,6 +23,7 @@ from typing import Any
 
 from ..client import RawClient, client_context
 from . import workloads
+from .latency import Recorder
 from .workloads import Kit, Program, Version
 
 GRACE_NS = 10_000_000_000  # after the end: how long an unanswered request may still take
@@ -57,7 +58,7 @@ def _cpu() -> float:
 
 
 class _Conn:
-    __slots__ = ("buf", "client", "index", "kind", "need", "prog", "t0")
+    __slots__ = ("buf", "client", "index", "kind", "need", "pair_t0", "prog", "t0")
 
     def __init__(self, client: RawClient, index: int, prog: Program) -> None:
         self.client = client
@@ -65,6 +66,7 @@ class _Conn:
         self.prog = prog
         self.kind = ""
         self.t0 = 0
+        self.pair_t0: int | None = None  # send time of the Create the next Get belongs to
         self.buf = b""
         self.need = -1
 
@@ -149,7 +151,7 @@ def run_loop(
     now = time.perf_counter_ns
     program = workloads.PROGRAMS[spec.workload]
     sel = selectors.DefaultSelector()
-    latencies: dict[str, array] = {}
+    rec = Recorder(warm_end, end, pairs=spec.workload == "create-get")
     errors: Counter[str] = Counter()
     samples: dict[str, str] = {}
     warm_errors = 0
@@ -166,6 +168,8 @@ def run_loop(
     def fire(c: _Conn, op: tuple[str, bytes]) -> None:
         c.kind = op[0]
         c.t0 = now()
+        if c.kind == "create":
+            c.pair_t0 = c.t0
         _send(c.client.sock, op[1])
 
     def fail(c: _Conn, what: str) -> None:
@@ -173,7 +177,7 @@ def run_loop(
         errors[f"connection: {what}"] += 1
         sel.unregister(c.client.sock)
         c.client.close()
-        c.buf, c.need = b"", -1
+        c.buf, c.need, c.pair_t0 = b"", -1, None
         try:
             c.client = RawClient(spec.endpoint.host, spec.endpoint.port, ctx)
         except OSError as exc:
@@ -206,11 +210,10 @@ def run_loop(
             t1 = now()
             resp, c.buf, c.need = c.buf, b"", -1
             ok, reason = workloads.status_of(resp)
-            if c.t0 >= warm_end and t1 <= end:
-                lat = latencies.get(c.kind)
-                if lat is None:
-                    lat = latencies[c.kind] = array("q")
-                lat.append(t1 - c.t0)
+            pair_t0 = c.pair_t0 if c.kind == "get" else None
+            if c.kind == "get":
+                c.pair_t0 = None
+            if rec.response(c.kind, c.t0, t1, pair_t0):
                 if not ok:
                     label = f"{c.kind}: {workloads.reason_name(reason)}"
                     errors[label] += 1
@@ -223,11 +226,12 @@ def run_loop(
                 closed.append(c)
                 continue
             fire(c, c.prog.send((ok, resp)))
+            rec.gap(t1, c.t0)
     cpu1, cpu_t1 = _cpu(), now()
     for c in [*conns, *closed]:
         c.client.close()
     return {
-        "latencies": {k: v.tobytes() for k, v in latencies.items()},
+        **rec.export(),
         "errors": dict(errors),
         "error_samples": samples,
         "warmup_errors": warm_errors,

@@ -8,52 +8,59 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-
-def latency_summary(samples_ns: array) -> dict[str, float]:
-    """Nearest-rank percentiles in milliseconds."""
-    if not samples_ns:
-        return {"count": 0}
-    s = sorted(samples_ns)
-    n = len(s)
-
-    def pct(p: float) -> float:
-        return s[min(n - 1, max(0, int(-(-p * n // 100)) - 1))] / 1e6
-
-    return {
-        "count": n,
-        "mean": round(sum(s) / n / 1e6, 3),
-        "p50": round(pct(50), 3),
-        "p95": round(pct(95), 3),
-        "p99": round(pct(99), 3),
-        "max": round(s[-1] / 1e6, 3),
-    }
+from .latency import PAIR, accounted_share, summary
 
 
-def merge(parts: list[dict[str, Any]], duration: float) -> dict[str, Any]:
-    """One target's result from its client processes' reports."""
-    by_kind: dict[str, array] = {}
+def _by_kind(parts: list[dict[str, Any]], key: str) -> dict[str, array]:
+    out: dict[str, array] = {}
+    for part in parts:
+        for kind, raw in part.get(key, {}).items():
+            arr = array("q")
+            arr.frombytes(raw)
+            out.setdefault(kind, array("q")).extend(arr)
+    return out
+
+
+def _table(by_kind: dict[str, array]) -> dict[str, dict[str, float]]:
+    """``all`` (every operation pooled; the pair cycle is not an operation) and each kind."""
+    everything = array("q")
+    for kind, arr in by_kind.items():
+        if kind != PAIR:
+            everything.extend(arr)
+    return {"all": summary(everything)} | {k: summary(v) for k, v in sorted(by_kind.items())}
+
+
+def merge(parts: list[dict[str, Any]], duration: float, clients: int = 0) -> dict[str, Any]:
+    """One target's result from its client processes' reports.
+
+    ``latency_ms`` is the per-operation latency a client sees (every request sent in the measured
+    window, its response waited for); ``latency_ms_legacy`` the method of the figures before
+    issue 15 (responses that arrived before the end only). See ``latency``."""
+    by_kind = _by_kind(parts, "latencies")
     errors: Counter[str] = Counter()
     samples: dict[str, str] = {}
     for part in parts:
-        for kind, raw in part["latencies"].items():
-            arr = array("q")
-            arr.frombytes(raw)
-            by_kind.setdefault(kind, array("q")).extend(arr)
         errors.update(part["errors"])
         for k, v in part["error_samples"].items():
             samples.setdefault(k, v)
-    everything = array("q")
-    for arr in by_kind.values():
-        everything.extend(arr)
-    ops = len(everything)
+    ops = sum(len(v) for k, v in by_kind.items() if k != PAIR)
     gen_cpu = sum(p["cpu_window_s"] for p in parts)
     gen_wall = max((p["cpu_window_wall_s"] for p in parts), default=0.0) or duration
+    table = _table(by_kind)
+    gaps = sum(p.get("gaps", 0) for p in parts)
+    gap_ms = sum(p.get("gap_ns", 0) for p in parts) / gaps / 1e6 if gaps else None
+    ops_per_s = ops / duration
     return {
         "ops": ops,
-        "ops_per_s": round(ops / duration, 1),
-        "ops_by_kind": {k: len(v) for k, v in sorted(by_kind.items())},
-        "latency_ms": {"all": latency_summary(everything)}
-        | {k: latency_summary(v) for k, v in sorted(by_kind.items())},
+        "ops_per_s": round(ops_per_s, 1),
+        "ops_by_kind": {k: len(v) for k, v in sorted(by_kind.items()) if k != PAIR},
+        "latency_method": "client: per operation, every request sent in the measured window, "
+                          "from just before send to the end of its response",
+        "latency_ms": table,
+        "latency_ms_legacy": _table(_by_kind(parts, "legacy_latencies")),
+        # what a closed-loop client does between a response and its next request (not latency)
+        "client_gap_ms_mean": round(gap_ms, 4) if gap_ms is not None else None,
+        "latency_accounted": accounted_share(table["all"].get("mean", 0.0), ops_per_s, clients),
         "errors": dict(errors),
         "error_samples": samples,
         "errors_total": sum(errors.values()),
@@ -96,13 +103,14 @@ def _fmt(v: object, digits: int = 1) -> str:
 
 
 COLUMNS = (
-    "target", "workload", "db", "KEK", "clients", "ops/s", "pairs/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
-    "errors", "generator CPU (cores, µs/op)", "server CPU (cores, ms/op)", "machine busy (other) cores",
+    "target", "workload", "db", "KEK", "clients", "ops/s", "pairs/s", "p99 ms per operation (client)",
+    "pooled p50 / p99 ms (old method)", "errors",
+    "generator CPU (cores, µs/op)", "server CPU (cores, ms/op)", "machine busy (other) cores",
 )
 
 
 def row(r: dict[str, Any]) -> list[str]:
-    cfg, lat = r["config"], r["latency_ms"]["all"]
+    cfg, old = r["config"], (r.get("latency_ms_legacy") or {}).get("all", {})
     gen, srv = r["generator"], r.get("server") or {}
     db = cfg.get("database", "?")
     if r.get("database_cpu"):
@@ -110,12 +118,25 @@ def row(r: dict[str, Any]) -> list[str]:
     return [
         r["target"], cfg["workload"], db, cfg.get("kek_kind", "-"), str(cfg["clients"]),
         _fmt(r["ops_per_s"]), _fmt(r.get("pairs_per_s")),
-        _fmt(lat.get("p50"), 2), _fmt(lat.get("p95"), 2), _fmt(lat.get("p99"), 2), _fmt(lat.get("max"), 2),
+        per_op_p99(r), f"{_fmt(old.get('p50'), 2)} / {_fmt(old.get('p99'), 2)}",
         str(r["errors_total"]),
         f"{gen['cores']:.2f}, {_fmt(gen['us_per_op'], 0)}",
         f"{srv['cores']:.2f}, {_fmt(srv['ms_per_op'], 2)}" if srv else "-",
         _machine(r.get("machine") or {}),
     ]
+
+
+def per_op_p99(r: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {_fmt(v['p99'], 2)}" for k, v in r["latency_ms"].items() if k != "all" and v["count"])
+
+
+def worst_p99(r: dict[str, Any]) -> tuple[str, float | None]:
+    """The operation with the highest p99 (the pair cycle is not an operation) and that p99."""
+    ops = [(v["p99"], k) for k, v in r["latency_ms"].items() if k not in ("all", PAIR) and v.get("count")]
+    if not ops:
+        return "-", None
+    p99, kind = max(ops)
+    return kind, p99
 
 
 def _machine(m: dict[str, Any]) -> str:
@@ -126,12 +147,22 @@ def _machine(m: dict[str, Any]) -> str:
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row(r)) + " |" for r in results]
-    lines += ["", "| target | operation | count | mean ms | p50 ms | p95 ms | p99 ms | max ms |", "|" + "---|" * 8]
+    lines += ["", "Latency per operation as a client sees it (every request sent in the measured window, "
+              "send to full response; `pair` = Create sent to its Get answered). The last column is the p99 "
+              "of the method used before issue 15 (responses that arrived before the end only).", "",
+              "| target | operation | count | mean ms | p50 ms | p90 ms | p99 ms | max ms | p99 ms (old method) |",
+              "|" + "---|" * 9]
     for r in results:
+        legacy = r.get("latency_ms_legacy") or {}
         for kind, lat in r["latency_ms"].items():
-            if kind != "all" and lat["count"]:
-                cells = [str(lat["count"])] + [_fmt(lat[k], 2) for k in ("mean", "p50", "p95", "p99", "max")]
+            if lat["count"]:
+                cells = [str(lat["count"])] + [_fmt(lat[k], 2) for k in ("mean", "p50", "p90", "p99", "max")]
+                cells.append(_fmt(legacy.get(kind, {}).get("p99"), 2))
                 lines.append(f"| {r['target']} | {kind} | " + " | ".join(cells) + " |")
+        if r.get("latency_accounted") is not None:
+            lines.append(f"\n{r['target']}: mean latency * ops/s / clients = {r['latency_accounted']:.3f} "
+                         f"(1.0: the samples cover the clients' whole time; mean client gap between a response "
+                         f"and the next request {r['client_gap_ms_mean']} ms)")
     for line in [*ratios(results), *mode_costs(results), *connection_lines(results), *write_lines(results)]:
         lines.append("")
         lines.append(line)
@@ -147,13 +178,14 @@ def ratios(results: list[dict[str, Any]]) -> list[str]:
     out = []
     for s in stock:
         for r in results:
-            if r is not s and r["config"]["workload"] == s["config"]["workload"] and s["ops_per_s"]:
+            same = all(r["config"].get(k) == s["config"].get(k) for k in ("workload", "clients"))
+            if r is not s and r["target"] != "pykmip" and same and s["ops_per_s"]:
                 ratio = r["ops_per_s"] / s["ops_per_s"]
                 r["ratio_vs_stock"] = round(ratio, 2)
                 out.append(
                     f"**{r['target']} / stock PyKMIP ({r['config']['workload']}): {ratio:.1f}x** "
-                    f"({r['ops_per_s']:.1f} vs {s['ops_per_s']:.1f} ops/s; p99 {r['latency_ms']['all'].get('p99')} "
-                    f"vs {s['latency_ms']['all'].get('p99')} ms)"
+                    f"({r['ops_per_s']:.1f} vs {s['ops_per_s']:.1f} ops/s; worst per-operation p99 "
+                    f"{'{} {}'.format(*worst_p99(r))} vs {'{} {}'.format(*worst_p99(s))} ms)"
                 )
     return out
 

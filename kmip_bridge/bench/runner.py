@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from . import profile, report, scale
+from . import profile, report, scale, sweep
 from .idle import IdleHolder, raise_fd_limit
 from .loadgen import Endpoint, ProcessSpec, spread, start_processes
 from .servers import OurServer, RunningServer, TargetError, cpu_seconds, machine_cpu, rss_bytes
@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", metavar="SIZES",
                    help="e.g. 1000,1000000: bulk-load each number of objects in turn and measure get-locate "
                         "at each size (--warm-keys sampled objects)")
+    p.add_argument("--sweep", metavar="CLIENTS", nargs="?", const=sweep.DEFAULT,
+                   help=f"run each number of clients in turn (default {sweep.DEFAULT}) against kmip-bridge and "
+                        "stock PyKMIP; writes sweep.svg (ops/s and p99 against clients) and sweep.json")
+    p.add_argument("--sweep-out", type=Path, default=Path("bench-sweep"), metavar="DIR",
+                   help="folder for --sweep's sweep.svg and sweep.json (default ./bench-sweep)")
     return p
 
 
@@ -175,7 +180,7 @@ def _drive(args: argparse.Namespace, target: Target, specs: list[ProcessSpec], r
             if proc.is_alive():
                 proc.terminate()
             conn.close()
-    result = report.merge(parts, args.duration)
+    result = report.merge(parts, args.duration, sum(s.clients for s in specs))
     if args.samples:
         result["_samples_us"] = report.samples_us(parts)
     ops = result["ops"]
@@ -262,6 +267,19 @@ def main(argv: list[str] | None = None) -> int:
         print("--scale bulk-loads a fresh instance of its own: it takes no --target, --compare or --stock-only",
               file=sys.stderr)
         return 2
+    if args.sweep:
+        if args.scale:
+            print("--sweep and --scale are separate runs", file=sys.stderr)
+            return 2
+        try:
+            counts = sweep.parse_clients(args.sweep)
+        except TargetError as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
+        args.compare = True  # the curve is always drawn for both servers
+        if args.max_connections is None and not (args.target or args.client_conf):
+            args.max_connections = max(1024, 2 * counts[-1] + 64)  # split over the workers
+        raise_fd_limit(counts[-1] + args.idle_connections)
     base = Path(tempfile.mkdtemp(prefix="kmip-bench-", dir=args.workdir))
     tag = base.name.rsplit("-", 1)[-1]
     targets: list[Target] = []
@@ -293,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.scale:
             results = scale.run(args, base, run_load)
+        elif args.sweep:
+            results = sweep.run(args, targets, tag, run_load, wait_idle)
         else:
             for t in targets:
                 results.append(bench(t, args, tag))
@@ -307,9 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples:
         args.samples.write_text(json.dumps({r["target"]: r.pop("_samples_us") for r in results}))
     print(report.markdown(results))
+    meta = {"argv": sys.argv[1:] if argv is None else argv, "python": platform.python_version(),
+            "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "source": _source_version()}
+    if args.sweep:
+        json_path, svg_path = sweep.write(args.sweep_out, results, meta)
+        print("\n" + sweep.table(sweep.points(results)))
+        print(f"sweep: {svg_path} and {json_path} written", file=sys.stderr)
     if args.json:
-        meta = {"argv": sys.argv[1:] if argv is None else argv, "python": platform.python_version(),
-                "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "source": _source_version()}
         report.write_json(args.json, results, meta)
     return 0 if all(r["errors_total"] == 0 for r in results) else 3

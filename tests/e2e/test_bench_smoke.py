@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,12 @@ def _check(result: dict, kinds: set[str]) -> None:
     assert set(result["ops_by_kind"]) == kinds
     lat = result["latency_ms"]["all"]
     assert lat["count"] == result["ops"] and 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+    for kind in kinds:  # per operation, as the client saw it, and the old method beside it
+        op = result["latency_ms"][kind]
+        assert op["count"] == result["ops_by_kind"][kind]
+        assert 0 < op["p50"] <= op["p90"] <= op["p99"] <= op["max"]
+        assert 0 < result["latency_ms_legacy"][kind]["count"] <= op["count"]
+    assert result["latency_accounted"] > 0
     assert result["generator"]["processes"] == 2 and result["generator"]["cpu_s"] > 0
 
 
@@ -152,3 +159,35 @@ def test_keyhsm_cost_per_seal_and_open(tmp_path: Path) -> None:
     assert len(rows) == 2
     assert "socket mode adds" in done.stdout
     assert not list(tmp_path.iterdir()), "temporary instance left behind"
+
+
+def test_sweep_draws_both_servers(tmp_path: Path) -> None:
+    """A minimal --sweep (1 and 2 clients): sweep.json has every point of both servers, sweep.svg
+    is well-formed XML with an ops/s and a p99 series for each, drawn from those numbers."""
+    out = tmp_path / "curve"
+    data = _bench(tmp_path, "--sweep", "1,2", "--sweep-out", str(out))
+    assert [(r["target"], r["config"]["clients"]) for r in data["results"]] == [
+        ("kmip-bridge", 1), ("kmip-bridge", 2), ("pykmip", 1), ("pykmip", 2)]
+    for r in data["results"]:
+        assert r["errors_total"] == 0 and set(r["ops_by_kind"]) == {"create", "get"}
+        assert r["generator"]["processes"] == r["config"]["processes"] == min(2, r["config"]["clients"])
+        assert 0 < r["latency_ms"]["create"]["p99"] and 0 < r["latency_ms"]["pair"]["p99"]
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert set(sweep["points"]) == {"kmip-bridge", "pykmip"}
+    for points in sweep["points"].values():
+        assert [p["clients"] for p in points] == [1, 2]
+        for p in points:
+            assert p["ops_per_s"] > 0 and p["p99_ms"] > 0 and p["errors_total"] == 0
+            assert p["p99_operation"] in ("create", "get")
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.parse(out / "sweep.svg").getroot()
+    assert root.tag == f"{ns}svg"
+    drawn = {}
+    for g in root.iter(f"{ns}g"):
+        if g.get("class") == "series":
+            drawn[(g.get("data-target"), g.get("data-metric"))] = [
+                (int(c.get("data-clients")), float(c.get("data-value"))) for c in g.iter(f"{ns}circle")]
+    for target, points in sweep["points"].items():
+        assert drawn[(target, "ops/s")] == [(p["clients"], p["ops_per_s"]) for p in points]
+        assert drawn[(target, "p99 ms (slowest operation)")] == [(p["clients"], p["p99_ms"]) for p in points]
+    assert len(drawn) == 4
