@@ -183,7 +183,6 @@ SIGN_DEFAULT_DAYS = 365
 SIGN_MAX_DAYS = 825  # the CA/Browser Forum's former ceiling; appliances rarely renew more often
 MIN_RSA_BITS = 2048
 _CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 class CsrError(ValueError):
@@ -199,7 +198,7 @@ class Signed:
 
 def check_name(kind: str, value: str) -> str:
     """Identity and group names end up in a path (clients/NAME) and in policies: a plain token only."""
-    if not value or len(value) > 64 or not set(value) <= _NAME_CHARS or value[0] in ".-":
+    if not _CLIENT_NAME.fullmatch(value):  # the rule certs client applies to names
         raise CsrError(
             f"{kind} '{value}' must be 1-64 letters, digits, '-', '_' or '.', not starting with '.' or '-'"
         )
