@@ -47,6 +47,7 @@ def open_keyhsm(settings: Settings) -> KeyHsm:
         token_settings(settings),
         kek_name=settings.keyhsm.kek,
         kek_refresh_seconds=settings.keyhsm.kek_refresh_seconds,
+        wrap_mechanisms=settings.keyhsm.wrap_mechanisms,
     )
 
 
@@ -104,7 +105,10 @@ class App:
                 )
             keyhsm = build_keyhsm(settings)
             keyhsm.check()
-            keyhsm.current_kek()
+            if isinstance(keyhsm, KeyHsm):
+                keyhsm.check_mechanism()  # refuses, naming what the token lacks, if nothing can wrap
+            else:
+                keyhsm.current_kek()  # 'keyhsm serve' checked the mechanism at its start
         except Exception:
             store.close()
             raise

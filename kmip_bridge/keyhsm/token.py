@@ -284,6 +284,28 @@ class TokenConnection:
             return False
         return bool(info.serial == login.token.serial and info.label == login.token_label)
 
+    def mechanisms(self) -> dict[int, Any]:
+        """The token's mechanism list with flags (C_GetMechanismList / C_GetMechanismInfo)."""
+        from .mechanisms import offered
+
+        self._check_open()
+        with self._library.gate.shared():
+            return offered(self._login.token.slot)
+
+    def info(self) -> dict[str, str]:
+        """Library and token identity, for 'keyhsm probe'."""
+        lib, token = self._library.lib, self._login.token
+        with self._library.gate.shared():
+            flags = token.slot.get_token().flags
+        return {
+            "module": self._library.path,
+            "library": f"{lib.library_description} {lib.library_version[0]}.{lib.library_version[1]} "
+                       f"by {lib.manufacturer_id}",
+            "token": f"'{token.label}' serial {token.serial.decode(errors='replace').strip()} "
+                     f"model {token.model.strip()} by {token.manufacturer_id.strip()}",
+            "flags": f"0x{int(flags):X}",
+        }
+
     def _check_open(self) -> None:
         if self._closed:
             raise TokenUnavailable("the key HSM connection is closed")
