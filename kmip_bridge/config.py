@@ -361,6 +361,8 @@ def _apply_uri(keyhsm: KeyHsmSettings, given: dict[str, Any], base: Path) -> Key
             value = path if path.is_absolute() else base / path
         if key in given and given[key] is not None:
             mine = getattr(keyhsm, key)
+            if key == "kek_kind":  # a former kind name means the same kind
+                mine = {"aes-kwp": "aes", "rsa-oaep": "rsa"}.get(mine, mine)
             if mine != value:
                 raise ConfigError(
                     f"keyhsm.{key}: differs from the {attr} in keyhsm.uri; set it in one place only"

@@ -97,12 +97,12 @@ def test_uri_sets_token_kek_kind_module_and_pin_file(tmp_path: Path) -> None:
                "?module-path=/opt/hsm/libp11.so&pin-source=token.pin",
     }))
     k = settings.keyhsm
-    assert (k.token_label, k.kek, k.kek_kind, k.module) == ("hsm one", "payments", "rsa-oaep", "/opt/hsm/libp11.so")
+    assert (k.token_label, k.kek, k.kek_kind, k.module) == ("hsm one", "payments", "rsa", "/opt/hsm/libp11.so")
     assert k.pin_file == tmp_path / "token.pin"  # relative: next to the config, like every path
     assert k.read_pin() == "1234"
     k = load(_config(tmp_path, {"uri": "pkcs11:token=t?pin-source=file:///etc/kb.pin"})).keyhsm
     assert k.pin_file == Path("/etc/kb.pin")
-    assert k.kek == "default" and k.kek_kind == "aes-kwp"  # not named: the defaults
+    assert k.kek == "default" and k.kek_kind == "aes"  # not named: the defaults
     k = load(_config(tmp_path, {"uri": "pkcs11:token=t?pin-value=4321"})).keyhsm
     assert k.read_pin() == "4321"
     assert "4321" not in repr(k)  # settings may end up in a log line or a traceback
@@ -119,7 +119,7 @@ def test_uri_sets_token_kek_kind_module_and_pin_file(tmp_path: Path) -> None:
         ({"uri": "pkcs11:token=t?pin-source=|/bin/echo"}, "pin-source must name a file"),
         ({"uri": "pkcs11:token=a", "token_label": "b"}, "keyhsm.token_label: differs from the token in keyhsm.uri"),
         ({"uri": "pkcs11:token=a;object=k", "kek": "other"}, "keyhsm.kek: differs from the object"),
-        ({"uri": "pkcs11:token=a;type=secret-key", "kek_kind": "rsa-oaep"}, "keyhsm.kek_kind: differs"),
+        ({"uri": "pkcs11:token=a;type=secret-key", "kek_kind": "rsa"}, "keyhsm.kek_kind: differs"),
         ({"uri": "pkcs11:token=a my"}, "keyhsm.uri: token: a space must be percent-encoded"),
     ],
 )
@@ -157,7 +157,7 @@ def test_production_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     settings = load(config)
     k = settings.keyhsm
-    assert (k.token_label, k.kek, k.kek_kind) == ("kmip-bridge", "default", "aes-kwp")
+    assert (k.token_label, k.kek, k.kek_kind) == ("kmip-bridge", "default", "aes")
     assert k.module == f"{tmp_path}/opt/hsm/lib/libvendorpkcs11.so"
     assert k.read_pin() == "24680"
     assert settings.database.url.startswith("postgresql://kmip_bridge@")
