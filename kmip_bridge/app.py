@@ -39,6 +39,7 @@ def token_settings(settings: Settings) -> TokenSettings:
         softhsm2_conf=str(k.softhsm2_conf) if k.softhsm2_conf else None,
         lock_file=str(k.lock_file) if k.lock_file else str(settings.instance_dir / "token.lock"),
         session_pool_size=k.session_pool_size,
+        token_serial=k.token_serial,
     )
 
 

@@ -54,6 +54,7 @@ class TlsSettings:
 class KeyHsmSettings:
     module: str = DEFAULT_MODULE
     token_label: str = "kmip-bridge"
+    token_serial: str | None = None  # picks one of several tokens with the same label
     pin_file: Path | None = None
     pin: str | None = field(default=None, repr=False)
     softhsm2_conf: Path | None = None
@@ -319,8 +320,8 @@ def load(path: str | os.PathLike[str] | None = None, port: int | None = None) ->
 
 
 # URI attribute -> the keyhsm setting it gives; a key also set in the YAML must agree with it.
-_URI_KEYS = {"token": "token_label", "object": "kek", "type": "kek_kind", "module-path": "module",
-             "pin-source": "pin_file", "pin-value": "pin"}
+_URI_KEYS = {"token": "token_label", "serial": "token_serial", "object": "kek", "type": "kek_kind",
+             "module-path": "module", "pin-source": "pin_file", "pin-value": "pin"}
 _KEK_TYPES = {"secret-key": "aes", "private": "rsa"}
 
 
@@ -337,7 +338,7 @@ def _apply_uri(keyhsm: KeyHsmSettings, given: dict[str, Any], base: Path) -> Key
     unsupported += sorted(set(uri.query) - set(_URI_KEYS))
     if unsupported:
         raise ConfigError(
-            f"keyhsm.uri: '{unsupported[0]}' is not supported; name the token by token=LABEL, the "
+            f"keyhsm.uri: '{unsupported[0]}' is not supported; name the token by token=LABEL (and serial=), the "
             "KEK by object=NAME and the module by module-path=/absolute/path.so"
         )
     if uri.token is None:
