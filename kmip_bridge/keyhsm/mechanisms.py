@@ -241,6 +241,13 @@ def key_allows(m: WrapMechanism, key: Any) -> str | None:
     return None
 
 
+_NOT_ABOUT_THE_MECHANISM = (
+    p11e.SessionHandleInvalid, p11e.SessionClosed, p11e.DeviceRemoved, p11e.TokenNotPresent,
+    p11e.DeviceError, p11e.DeviceMemory, p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid,
+    p11e.UserNotLoggedIn,
+)
+
+
 def round_trip(m: WrapMechanism, key: Any, public: rsa.RSAPublicKey | None) -> str | None:
     """None if wrapping and unwrapping a random DEK under ``key`` with ``m`` gives it back."""
     dek, associated = os.urandom(DEK_BYTES), b"kmip-bridge/probe"
@@ -251,6 +258,8 @@ def round_trip(m: WrapMechanism, key: Any, public: rsa.RSAPublicKey | None) -> s
         else:
             wrapped, nonce = aes_wrap(m, key, dek, associated)
         plain = token_unwrap(m, key, wrapped, nonce, associated)
+    except _NOT_ABOUT_THE_MECHANISM:
+        raise  # a dead session or a stale handle says nothing of the mechanism: the caller retries
     except p11e.PKCS11Error as exc:
         return f"refused by the token ({type(exc).__name__})"
     got = split_bound(plain, associated) if m.bound_inside and len(plain) == 2 * DEK_BYTES else plain
