@@ -42,7 +42,8 @@ _STALE = (
     p11e.WrappingKeyHandleInvalid,
 )
 # What the token may report for a tampered or misplaced wrapped DEK. SoftHSM2 says GeneralError for
-# both a GCM tag mismatch and bad OAEP padding (measured), so that one cannot be told apart from a
+# a GCM tag mismatch, bad OAEP padding and a failed key-wrap check; openCryptoki FunctionFailed for bad
+# OAEP padding (measured), so that one cannot be told apart from a
 # device fault here; it is only mapped to IntegrityError for the unwrap call itself.
 _UNWRAP_FAILED = (
     p11e.EncryptedDataInvalid,
@@ -53,7 +54,6 @@ _UNWRAP_FAILED = (
     p11e.FunctionFailed,
     p11e.WrappedKeyInvalid,
     p11e.WrappedKeyLenRange,
-    p11e.ArgumentsBad,  # openCryptoki: a KWP integrity check failure
 )
 
 
