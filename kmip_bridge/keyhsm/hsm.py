@@ -43,8 +43,8 @@ _STALE = (
 )
 # What the token may report for a tampered or misplaced wrapped DEK. SoftHSM2 says GeneralError for
 # a GCM tag mismatch, bad OAEP padding and a failed key-wrap check; openCryptoki FunctionFailed for bad
-# OAEP padding (measured), so that one cannot be told apart from a
-# device fault here; it is only mapped to IntegrityError for the unwrap call itself.
+# OAEP padding (measured), so these cannot be told apart from a device fault here; they are only mapped
+# to IntegrityError for the unwrap call itself.
 _UNWRAP_FAILED = (
     p11e.EncryptedDataInvalid,
     p11e.EncryptedDataLenRange,

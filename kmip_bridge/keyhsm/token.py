@@ -386,7 +386,11 @@ class TokenConnection:
             try:
                 # Not logged in itself: login state is per process, and a session opened with a PIN
                 # would log the whole process out when closed.
-                return PooledSession(self._login.token.open(), self._library.generation)
+                return PooledSession(self._logged_in(self._login.token.open()), self._library.generation)
+            except TokenUnavailable:  # the new session could not log in (and is closed)
+                with self._count_lock:
+                    self._count -= 1
+                raise
             except p11e.SessionCount:
                 # The token's session limit (HSMs have one, shared by every process): this pool
                 # stops growing at what it got, and waits for one of its own sessions instead.
@@ -419,6 +423,20 @@ class TokenConnection:
             raise TokenUnavailable(
                 f"all {self._pool_size} token sessions stayed busy for {POOL_WAIT_SECONDS:.0f} s"
             ) from None
+
+    def _logged_in(self, session: Session) -> Session:
+        """The new pooled session, logged in. PKCS#11 shares the process's login with every session,
+        but some HSM libraries keep a login per session: such a session is logged in on its own
+        (through ctypes, so that closing it later does not log the process out)."""
+        raw = self._library.raw
+        if raw.logged_in(session.handle):
+            return session
+        rv = raw.login_user(session.handle, self._pin)
+        if rv in (CKR_OK, CKR_USER_ALREADY_LOGGED_IN) and raw.logged_in(session.handle):
+            log.info("token '%s' wants a login per session; logged in the new session", self.token_label)
+            return session
+        _close_quietly(session)
+        raise TokenUnavailable(f"login on a new session of token '{self.token_label}' failed: {rv_text(rv)}")
 
     def _give_back(self, ps: PooledSession) -> None:
         if self._closed:

@@ -122,3 +122,34 @@ def test_session_count_with_no_session_held_is_a_clear_error(conf: str, monkeypa
             pass
     finally:
         conn.close()
+
+
+def test_a_token_with_a_login_per_session_gets_each_pooled_session_logged_in(
+    conf: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SoftHSM2 shares the process's login with every session; a library that does not is
+    imitated by reporting new sessions as logged out until they log in themselves."""
+    conn = TokenConnection(TokenSettings(MODULE, "solo", PIN, softhsm2_conf=conf))
+    try:
+        raw = conn._library.raw
+        real_logged_in, real_login = raw.logged_in, raw.login_user
+        own_login: set[int] = set()
+
+        def logged_in(handle: int) -> bool:
+            return handle == conn._login.session.handle or handle in own_login
+
+        def login_user(handle: int, pin: str) -> int:
+            own_login.add(handle)
+            return real_login(handle, pin)
+
+        monkeypatch.setattr(raw, "logged_in", logged_in)
+        monkeypatch.setattr(raw, "login_user", login_user)
+        with conn.session() as ps:
+            assert ps.session.handle in own_login and real_logged_in(ps.session.handle)
+        monkeypatch.setattr(raw, "login_user", lambda handle, pin: 0xA0)  # CKR_PIN_INCORRECT
+        with pytest.raises(TokenUnavailable, match=r"login on a new session.*the user PIN is incorrect"):
+            with conn.session(), conn.session():  # the second one is new
+                pass
+        assert conn._count == 1  # the refused session is not counted as held
+    finally:
+        conn.close()
