@@ -8,6 +8,7 @@ leads to a fresh search whose failure, with a working login, means the KEK was d
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from .mechanisms import WrapMechanism
 from .token import PooledSession, TokenConnection, TokenSettings
 
 T = TypeVar("T")
+log = logging.getLogger("kmip_bridge.keyhsm")
 
 # A handle that no longer names an object: another process destroyed (or re-created) the key.
 _STALE = (
@@ -147,6 +149,7 @@ class KeyHsm:
             if found is None:
                 raise KeyHsmError(mechanisms.none_usable(info.kind, info.label, verdicts))
             chosen = self._chosen[info.label] = found
+            log.info("KEK '%s' wraps data keys with %s (%s)", info.label, found.name, found.what)
         return chosen
 
     def choose_mechanism(self, info: KekInfo) -> tuple[WrapMechanism | None, list[tuple[str, str]]]:
