@@ -110,6 +110,9 @@ def validate(sealed: Sealed) -> None:
         raise IntegrityError(
             f"sealed record names an invalid KEK or wrap mechanism ({sealed.kek_label!r}, {sealed.kek_kind!r})"
         )
+    if sealed.format == FORMAT_1 and mech.writes:
+        # Format 1 predates the mechanism names: such a row can only carry a former kind name.
+        raise IntegrityError(f"sealed record claims envelope format 1 with mechanism {sealed.kek_kind!r}")
     wrap_nonce_len = mech.nonce_bytes
     if (
         len(sealed.nonce) != NONCE_BYTES

@@ -93,6 +93,8 @@ def test_key_wrap_binds_the_object_a_moved_blob_fails(hsms: dict[str, KeyHsm], n
     flipped[3] ^= 1
     with pytest.raises(IntegrityError):  # the key wrap's own integrity check
         hsm.open("obj-a", dataclasses.replace(a, wrapped_dek=bytes(flipped)), "ctx")
+    with pytest.raises(IntegrityError, match="format 1"):  # claims the older format, whose wrap had no binding
+        hsm.open("obj-a", dataclasses.replace(a, format=1), "ctx")
     with pytest.raises(IntegrityError):  # re-labelled as another mechanism
         hsm.open("obj-a", dataclasses.replace(a, kek_kind="aes-wrap" if name != "aes-wrap" else "aes-wrap-pad"), "ctx")
     assert hsm.open("obj-a", a, "ctx") == b"A" * 32 and hsm.open("obj-b", b, "ctx") == b"B" * 32  # control
