@@ -41,7 +41,13 @@ def require(implementation: str) -> None:
 
 
 def _slotd_running() -> bool:
-    return subprocess.run(["pgrep", "-x", "pkcsslotd"], capture_output=True).returncode == 0
+    """By its pid file (procps may be missing on a minimal machine)."""
+    try:
+        pid = int(Path("/run/pkcsslotd.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return Path(f"/proc/{pid}/comm").read_text().strip() == "pkcsslotd"
 
 
 def _pkcsconf(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
