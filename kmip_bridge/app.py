@@ -41,6 +41,7 @@ def token_settings(settings: Settings) -> TokenSettings:
         softhsm2_conf=str(k.softhsm2_conf) if k.softhsm2_conf else None,
         lock_file=str(k.lock_file) if k.lock_file else str(settings.instance_dir / "token.lock"),
         session_pool_size=k.session_pool_size,
+        token_serial=k.token_serial,
     )
 
 
@@ -49,6 +50,7 @@ def open_keyhsm(settings: Settings) -> KeyHsm:
         token_settings(settings),
         kek_name=settings.keyhsm.kek,
         kek_refresh_seconds=settings.keyhsm.kek_refresh_seconds,
+        wrap_mechanisms=settings.keyhsm.wrap_mechanisms,
     )
 
 
@@ -128,7 +130,10 @@ class App:
                 )
             keyhsm = build_keyhsm(settings)
             keyhsm.check()
-            keyhsm.current_kek()
+            if isinstance(keyhsm, KeyHsm):
+                keyhsm.check_mechanism()  # refuses, naming what the token lacks, if nothing can wrap
+            else:
+                keyhsm.current_kek()  # 'keyhsm serve' checked the mechanism at its start
             _check_tenant_keks(keyhsm, settings.keyhsm.tenants)
         except Exception:
             store.close()

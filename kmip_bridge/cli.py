@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, logs
-from .config import KEK_KINDS, ConfigError, Settings, config_warnings, load
+from .config import KEK_KIND_NAMES, ConfigError, Settings, config_warnings, load
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", required=True, type=Path)
     p.add_argument("--port", type=int, default=5696)
     p.add_argument("--database-url")
-    p.add_argument("--kek-kind", choices=KEK_KINDS, default="aes-kwp")
+    p.add_argument("--kek-kind", choices=KEK_KIND_NAMES, default="aes")
 
     p = sub.add_parser("serve", help="run the KMIP server in the foreground")
     _config_arg(p)
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(c)
     c = kh.add_parser("create", help="create KEK NAME (version 1)")
     c.add_argument("name")
-    c.add_argument("--kind", choices=KEK_KINDS)
+    c.add_argument("--kind", choices=KEK_KIND_NAMES)
     _config_arg(c)
     c = kh.add_parser("rotate", help="create the next version of KEK NAME; new objects use it")
     c.add_argument("name", nargs="?")
@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = kh.add_parser("rewrap", help="move every object under a retired KEK version to the current one (online)")
     c.add_argument("--batch", type=int, default=200, help="objects per batch and transaction (default 200)")
     c.add_argument("--pause", type=float, default=0.0, help="seconds to sleep between batches (throttle)")
+    _config_arg(c)
+    c = kh.add_parser("probe", help="what the token offers and which wrap mechanism each KEK kind gets")
     _config_arg(c)
     c = kh.add_parser("serve", help="run the Key HSM as a local service on keyhsm.socket (for keyhsm.mode: socket)")
     _config_arg(c)
@@ -197,10 +199,31 @@ def cmd_keyhsm_serve(settings: Settings) -> int:
     hsm = open_keyhsm(settings)
     try:
         hsm.check()
-        hsm.current_kek()
+        hsm.check_mechanism()  # refuses, naming what the token lacks, if nothing can wrap
         return service.run(hsm, settings.keyhsm.socket, settings.server.drain_timeout)
     finally:
         hsm.close()
+
+
+def cmd_keyhsm_probe(settings: Settings) -> int:
+    """Opens the token itself (in either keyhsm.mode); exit 1 if the configured KEK kind has no
+    usable wrap mechanism."""
+    from .app import open_keyhsm
+    from .keyhsm import kek
+    from .keyhsm.probe import probe
+
+    hsm = open_keyhsm(settings)
+    try:
+        lines, uses = probe(hsm, settings.keyhsm.wrap_mechanisms)
+    finally:
+        hsm.close()
+    for topic, text in lines:
+        print(f"{topic:8} {text}")
+    kind = kek.check_kind(settings.keyhsm.kek_kind)
+    if uses.get(kind) is None:
+        print(f"refused  keyhsm.kek_kind {kind}: the token has no usable wrap mechanism for it", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_keyhsm(args: argparse.Namespace, settings: Settings) -> int:
@@ -209,6 +232,8 @@ def cmd_keyhsm(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.keyhsm_command == "serve":
         return cmd_keyhsm_serve(settings)
+    if args.keyhsm_command == "probe":
+        return cmd_keyhsm_probe(settings)
     # keyhsm.mode socket: through the service, which holds the token login (no PIN needed here).
     hsm = build_keyhsm(settings)
     try:

@@ -16,7 +16,9 @@ import yaml
 from .keyhsm import uri as pkcs11_uri
 
 DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-KEK_KINDS = ("aes-kwp", "rsa-oaep")
+KEK_KINDS = ("aes", "rsa")
+# Former names of the kinds (an "aes-kwp" KEK always wrapped with AES-GCM), still accepted.
+KEK_KIND_NAMES = (*KEK_KINDS, "aes-kwp", "rsa-oaep")
 KEYHSM_MODES = ("inprocess", "socket")
 
 
@@ -75,11 +77,15 @@ class TlsSettings:
 class KeyHsmSettings:
     module: str = DEFAULT_MODULE
     token_label: str = "kmip-bridge"
+    token_serial: str | None = None  # picks one of several tokens with the same label
     pin_file: Path | None = None
     pin: str | None = field(default=None, repr=False)
     softhsm2_conf: Path | None = None
     kek: str = "default"
-    kek_kind: str = "aes-kwp"
+    kek_kind: str = "aes"
+    # Wrap mechanisms new wraps may use, in order of preference (names from keyhsm/mechanisms.py);
+    # empty: every one, in the built-in order, as the token allows (see 'kmip-bridge keyhsm probe')
+    wrap_mechanisms: tuple[str, ...] = ()
     kek_refresh_seconds: float = 5.0
     session_pool_size: int = 8
     lock_file: Path | None = None
@@ -219,6 +225,10 @@ def _build(cls: type, section: str, raw: Any, base: Path) -> Any:
             ):
                 raise ConfigError(f"{key}: must be a mapping of names to names")
             kwargs[name] = dict(value)
+        elif expected.startswith("tuple"):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{key}: must be a list of names")
+            kwargs[name] = tuple(value)
         elif expected.startswith("int"):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{key}: must be an integer, got {value!r}")
@@ -281,8 +291,13 @@ def _check(settings: Settings) -> None:
             raise ConfigError(
                 f"tls.ciphers: OpenSSL knows no cipher suite in {settings.tls.ciphers!r} (see 'openssl ciphers')"
             ) from None
-    if settings.keyhsm.kek_kind not in KEK_KINDS:
+    if settings.keyhsm.kek_kind not in KEK_KIND_NAMES:
         raise ConfigError(f"keyhsm.kek_kind: must be one of {', '.join(KEK_KINDS)}")
+    from .keyhsm.mechanisms import WRITABLE
+
+    for name in settings.keyhsm.wrap_mechanisms:
+        if name not in WRITABLE:
+            raise ConfigError(f"keyhsm.wrap_mechanisms: unknown mechanism {name!r} (use some of {', '.join(WRITABLE)})")
     if settings.policy.groups_from not in ("ou", "map", "both"):
         raise ConfigError("policy.groups_from: must be ou, map or both")
     if settings.keyhsm.mode not in KEYHSM_MODES:
@@ -372,14 +387,14 @@ def load(path: str | os.PathLike[str] | None = None, port: int | None = None) ->
 
 
 # URI attribute -> the keyhsm setting it gives; a key also set in the YAML must agree with it.
-_URI_KEYS = {"token": "token_label", "object": "kek", "type": "kek_kind", "module-path": "module",
-             "pin-source": "pin_file", "pin-value": "pin"}
-_KEK_TYPES = {"secret-key": "aes-kwp", "private": "rsa-oaep"}
+_URI_KEYS = {"token": "token_label", "serial": "token_serial", "object": "kek", "type": "kek_kind",
+             "module-path": "module", "pin-source": "pin_file", "pin-value": "pin"}
+_KEK_TYPES = {"secret-key": "aes", "private": "rsa"}
 
 
 def _apply_uri(keyhsm: KeyHsmSettings, given: dict[str, Any], base: Path) -> KeyHsmSettings:
     """``keyhsm.uri`` (RFC 7512) onto the settings it names: token=LABEL (required),
-    object=KEK name, type=secret-key (aes-kwp) or private (rsa-oaep), ?module-path=,
+    object=KEK name, type=secret-key (aes) or private (rsa), ?module-path=,
     ?pin-source=file (file:/abs, /abs or relative to the config) or ?pin-value=."""
     assert keyhsm.uri is not None
     try:
@@ -390,7 +405,7 @@ def _apply_uri(keyhsm: KeyHsmSettings, given: dict[str, Any], base: Path) -> Key
     unsupported += sorted(set(uri.query) - set(_URI_KEYS))
     if unsupported:
         raise ConfigError(
-            f"keyhsm.uri: '{unsupported[0]}' is not supported; name the token by token=LABEL, the "
+            f"keyhsm.uri: '{unsupported[0]}' is not supported; name the token by token=LABEL (and serial=), the "
             "KEK by object=NAME and the module by module-path=/absolute/path.so"
         )
     if uri.token is None:
@@ -403,7 +418,7 @@ def _apply_uri(keyhsm: KeyHsmSettings, given: dict[str, Any], base: Path) -> Key
         if attr == "type":
             if text not in _KEK_TYPES:
                 raise ConfigError(
-                    f"keyhsm.uri: type={text} cannot be a KEK: use type=secret-key (aes-kwp) or type=private (rsa-oaep)"
+                    f"keyhsm.uri: type={text} cannot be a KEK: use type=secret-key (aes) or type=private (rsa)"
                 )
             text = _KEK_TYPES[text]
         value: Any = text
@@ -414,6 +429,8 @@ def _apply_uri(keyhsm: KeyHsmSettings, given: dict[str, Any], base: Path) -> Key
             value = path if path.is_absolute() else base / path
         if key in given and given[key] is not None:
             mine = getattr(keyhsm, key)
+            if key == "kek_kind":  # a former kind name means the same kind
+                mine = {"aes-kwp": "aes", "rsa-oaep": "rsa"}.get(mine, mine)
             if mine != value:
                 raise ConfigError(
                     f"keyhsm.{key}: differs from the {attr} in keyhsm.uri; set it in one place only"

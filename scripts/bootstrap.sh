@@ -1,14 +1,24 @@
 #!/usr/bin/env bash
-# Installs what kmip-bridge needs on a Debian machine, idempotently:
-# the softhsm2 package (PKCS#11 token for development) and the package in ./.venv.
+# Installs what kmip-bridge needs on a Debian machine, idempotently: the softhsm2 and opencryptoki
+# packages (PKCS#11 tokens for development and tests) and the package in ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# softhsm2: the development token. opencryptoki: a second PKCS#11 implementation (its software
+# token and slot daemon pkcsslotd), on which the end-to-end tests also run (tests/e2e/tokens.py).
+want_pkgs=()
 if [ ! -e /usr/lib/softhsm/libsofthsm2.so ] || ! command -v softhsm2-util >/dev/null; then
-    echo "bootstrap: installing softhsm2" >&2
+    want_pkgs+=(softhsm2)
+fi
+if [ ! -e /usr/lib/x86_64-linux-gnu/pkcs11/libopencryptoki.so ] && [ ! -e /usr/lib/aarch64-linux-gnu/pkcs11/libopencryptoki.so ] \
+    || ! command -v pkcsslotd >/dev/null; then
+    want_pkgs+=(opencryptoki)
+fi
+if [ "${#want_pkgs[@]}" -gt 0 ]; then
+    echo "bootstrap: installing ${want_pkgs[*]}" >&2
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq softhsm2 >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${want_pkgs[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -161,7 +161,7 @@ def init_instance(
     directory: Path,
     port: int = 5696,
     database_url: str | None = None,
-    kek_kind: str = "aes-kwp",
+    kek_kind: str = "aes",
 ) -> Settings:
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)

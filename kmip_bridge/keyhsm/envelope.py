@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import mechanisms
 from .errors import IntegrityError
-from .kek import AES_KWP, KINDS, parse_label
+from .kek import parse_label
 
 DOMAIN = b"kmip-bridge/1"  # format 1: one AAD for material and wrap
 DOMAIN_2 = b"kmip-bridge/2"
@@ -36,11 +37,11 @@ TAG_BYTES = 16
 @dataclass(frozen=True)
 class Sealed:
     kek_label: str  # e.g. "default-v1"
-    kek_kind: str  # "aes-kwp" | "rsa-oaep"
+    kek_kind: str  # the wrap mechanism's name (mechanisms.ALL), e.g. "aes-gcm"; column kek_kind
     nonce: bytes  # AES-GCM nonce for the material
     ciphertext: bytes  # AES-256-GCM(material) incl. tag
     wrapped_dek: bytes  # DEK wrapped by the KEK
-    wrap_nonce: bytes  # IV of the on-token AES-GCM wrap of the DEK (b"" for rsa-oaep)
+    wrap_nonce: bytes  # IV of an on-token AES-GCM wrap of the DEK (b"" for the others)
     format: int  # FORMAT_1 or FORMAT_2: which AADs bind the record (see the module docstring)
 
 
@@ -104,11 +105,15 @@ def validate(sealed: Sealed) -> None:
     """Shape checks before anything touches the token; a stored record is not trusted."""
     if sealed.format not in FORMATS:
         raise IntegrityError(f"sealed record has an unknown envelope format ({sealed.format!r})")
-    if sealed.kek_kind not in KINDS or parse_label(sealed.kek_label) is None:
+    mech = mechanisms.get(sealed.kek_kind)
+    if mech is None or parse_label(sealed.kek_label) is None:
         raise IntegrityError(
-            f"sealed record names an invalid KEK ({sealed.kek_label!r}, {sealed.kek_kind!r})"
+            f"sealed record names an invalid KEK or wrap mechanism ({sealed.kek_label!r}, {sealed.kek_kind!r})"
         )
-    wrap_nonce_len = NONCE_BYTES if sealed.kek_kind == AES_KWP else 0
+    if sealed.format == FORMAT_1 and mech.writes:
+        # Format 1 predates the mechanism names: such a row can only carry a former kind name.
+        raise IntegrityError(f"sealed record claims envelope format 1 with mechanism {sealed.kek_kind!r}")
+    wrap_nonce_len = mech.nonce_bytes
     if (
         len(sealed.nonce) != NONCE_BYTES
         or len(sealed.ciphertext) < TAG_BYTES

@@ -8,21 +8,17 @@ leads to a fresh search whose failure, with a working login, means the KEK was d
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
-import os
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from pkcs11 import MGF, Attribute, Mechanism, ObjectClass
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
-from pkcs11.mechanisms import GCMParams
 
-from . import envelope, kek
+from . import envelope, kek, mechanisms
 from .envelope import Sealed
 from .errors import (
     IntegrityError,
@@ -33,10 +29,12 @@ from .errors import (
     SessionBroken,
     TokenUnavailable,
 )
-from .kek import AES_KWP, KEK_CLASS, RSA_OAEP, KekInfo
+from .kek import AES, KEK_CLASS, RSA, KekInfo
+from .mechanisms import WrapMechanism
 from .token import PooledSession, TokenConnection, TokenSettings
 
 T = TypeVar("T")
+log = logging.getLogger("kmip_bridge.keyhsm")
 
 # A handle that no longer names an object: another process destroyed (or re-created) the key.
 _STALE = (
@@ -46,8 +44,9 @@ _STALE = (
     p11e.WrappingKeyHandleInvalid,
 )
 # What the token may report for a tampered or misplaced wrapped DEK. SoftHSM2 says GeneralError for
-# both a GCM tag mismatch and bad OAEP padding (measured), so that one cannot be told apart from a
-# device fault here; it is only mapped to IntegrityError for the unwrap call itself.
+# a GCM tag mismatch, bad OAEP padding and a failed key-wrap check; openCryptoki FunctionFailed for bad
+# OAEP padding (measured), so these cannot be told apart from a device fault here; they are only mapped
+# to IntegrityError for the unwrap call itself.
 _UNWRAP_FAILED = (
     p11e.EncryptedDataInvalid,
     p11e.EncryptedDataLenRange,
@@ -55,22 +54,26 @@ _UNWRAP_FAILED = (
     p11e.DataLenRange,
     p11e.GeneralError,
     p11e.FunctionFailed,
+    p11e.WrappedKeyInvalid,
+    p11e.WrappedKeyLenRange,
 )
-# SoftHSM2 implements OAEP with SHA-1/MGF1-SHA-1 only (SHA-256 is ArgumentsBad); both sides must agree.
-_OAEP_SOFTWARE = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
-_OAEP_TOKEN = (Mechanism.SHA_1, MGF.SHA1, None)
-
-
-def _binding(associated: bytes) -> bytes:
-    """What an rsa-oaep wrap (format 2) carries after the DEK to bind it to object and KEK."""
-    return hashlib.sha256(associated).digest()
 
 
 class KeyHsm:
-    def __init__(self, settings: TokenSettings, kek_name: str, kek_refresh_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        settings: TokenSettings,
+        kek_name: str,
+        kek_refresh_seconds: float = 5.0,
+        wrap_mechanisms: tuple[str, ...] = (),
+    ) -> None:
         kek.check_name(kek_name)
         self._kek_name = kek_name
         self._ttl = kek_refresh_seconds
+        self._preferred = mechanisms.check_names(wrap_mechanisms)
+        # KEK label -> the mechanism new wraps under it use (chosen once per label, see _mechanism)
+        self._chosen: dict[str, WrapMechanism] = {}
+        self._offered: dict[int, mechanisms.Offered] | None = None
         self._current: dict[str, tuple[KekInfo, float]] = {}
         # label -> (public key, modulus bytes) of rsa-oaep KEKs: wrapping happens in software.
         self._public: dict[str, tuple[rsa.RSAPublicKey, bytes]] = {}
@@ -96,42 +99,72 @@ class KeyHsm:
     def _seal_under(self, info: KekInfo, object_id: str, material: bytes, context: str) -> Sealed:
         dek = envelope.new_dek()
         nonce, ciphertext = envelope.encrypt(dek, material, envelope.material_aad(object_id, context))
-        wrapped, wrap_nonce = self._wrap(info, dek, object_id, context)
-        return Sealed(info.label, info.kind, nonce, ciphertext, wrapped, wrap_nonce, envelope.CURRENT_FORMAT)
+        mech, wrapped, wrap_nonce = self._wrap(info, dek, object_id, context)
+        return Sealed(info.label, mech.name, nonce, ciphertext, wrapped, wrap_nonce, envelope.CURRENT_FORMAT)
 
-    def _wrap(self, info: KekInfo, dek: bytes, object_id: str, context: str) -> tuple[bytes, bytes]:
-        """(wrapped DEK, wrap nonce) under KEK ``info``, bound to the object and the KEK (format 2)."""
-        associated = envelope.wrap_aad(object_id, info.label, info.kind, context)
-        if info.kind == AES_KWP:
-            wrap_nonce = os.urandom(envelope.NONCE_BYTES)
-            params = GCMParams(wrap_nonce, associated)
-            wrapped = self._on_token(
-                info.label, info.kind, "wrapping a data key",
-                lambda key: key.encrypt(dek, mechanism=Mechanism.AES_GCM, mechanism_param=params),
-            )
-            return wrapped, wrap_nonce
-        # SoftHSM2's OAEP takes no label, so the binding travels inside the OAEP plaintext.
-        return self._rsa_public(info.label).encrypt(dek + _binding(associated), _OAEP_SOFTWARE), b""
+    def _wrap(self, info: KekInfo, dek: bytes, object_id: str, context: str) -> tuple[WrapMechanism, bytes, bytes]:
+        """(mechanism, wrapped DEK, wrap nonce) under KEK ``info``, bound to the object, the KEK
+        and the mechanism (format 2)."""
+        mech = self._mechanism(info)
+        associated = envelope.wrap_aad(object_id, info.label, mech.name, context)
+        if mech.kek_type == RSA:
+            return mech, mechanisms.rsa_wrap(mech, self._rsa_public(info.label), dek, associated), b""
+        wrapped, nonce = self._on_token(
+            info.label, AES, "wrapping a data key", lambda key: mechanisms.aes_wrap(mech, key, dek, associated)
+        )
+        return mech, wrapped, nonce
 
     def _unwrap(self, object_id: str, sealed: Sealed, context: str) -> bytes:
         """The plaintext DEK of a validated record; it never leaves this class."""
+        mech = mechanisms.get(sealed.kek_kind)
+        assert mech is not None  # validate() checked it
         associated = envelope.wrap_aad_of(sealed, object_id, context)
-        if sealed.kek_kind == AES_KWP:
-            mechanism, param = Mechanism.AES_GCM, GCMParams(sealed.wrap_nonce, associated)
-        else:
-            mechanism, param = Mechanism.RSA_PKCS_OAEP, _OAEP_TOKEN
-        dek = self._on_token(
-            sealed.kek_label, sealed.kek_kind, "unwrapping a data key",
-            lambda key: key.decrypt(sealed.wrapped_dek, mechanism=mechanism, mechanism_param=param),
+        plain = self._on_token(
+            sealed.kek_label, mech.kek_type, "unwrapping a data key",
+            lambda key: mechanisms.token_unwrap(mech, key, sealed.wrapped_dek, sealed.wrap_nonce, associated),
             unwrap=True,
         )
-        if sealed.kek_kind == RSA_OAEP and sealed.format != envelope.FORMAT_1:
-            dek, bound = dek[: envelope.DEK_BYTES], dek[envelope.DEK_BYTES :]
-            if not hmac.compare_digest(bound, _binding(associated)):
-                raise IntegrityError(
-                    "the wrapped data key belongs to another object or KEK (tampered with, or moved)"
-                )
-        return dek
+        # Format 1 rsa-oaep rows wrapped the bare DEK.
+        if mech.bound_inside and sealed.format != envelope.FORMAT_1:
+            return mechanisms.split_bound(plain, associated)
+        return plain
+
+    # -- mechanism choice -------------------------------------------------------------------------
+
+    def token_mechanisms(self) -> dict[int, mechanisms.Offered]:
+        """The token's mechanism list (read once per KeyHsm)."""
+        if self._offered is None:
+            try:
+                self._offered = self._token.mechanisms()
+            except p11e.PKCS11Error as exc:
+                raise _unavailable(None, "reading the mechanism list", exc) from None
+        return self._offered
+
+    def _mechanism(self, info: KekInfo) -> WrapMechanism:
+        """The mechanism new wraps under KEK ``info`` use: chosen once per KEK version from the
+        token's list, the KEK's attributes and a round trip (mechanisms.choose)."""
+        chosen = self._chosen.get(info.label)
+        if chosen is None:
+            found, verdicts = self.choose_mechanism(info)
+            if found is None:
+                raise KeyHsmError(mechanisms.none_usable(info.kind, info.label, verdicts))
+            chosen = self._chosen[info.label] = found
+            log.info("KEK '%s' wraps data keys with %s (%s)", info.label, found.name, found.what)
+        return chosen
+
+    def choose_mechanism(self, info: KekInfo) -> tuple[WrapMechanism | None, list[tuple[str, str]]]:
+        """(the mechanism for KEK ``info`` or None, the verdict on each candidate)."""
+        offered = self.token_mechanisms()
+        public = self._rsa_public(info.label) if info.kind == RSA else None
+        return self._on_token(
+            info.label, info.kind, "trying wrap mechanisms",
+            lambda key: mechanisms.choose(mechanisms.preference(info.kind, self._preferred), offered, key, public),
+        )
+
+    def check_mechanism(self, kek_name: str | None = None) -> WrapMechanism:
+        """The mechanism the current version of KEK ``kek_name`` wraps with; KeyHsmError naming
+        what the token lacks if there is none (start-up refuses then)."""
+        return self._mechanism(self.current_kek(kek_name))
 
     def open(self, object_id: str, sealed: Sealed, context: str = "") -> bytes:
         envelope.validate(sealed)
@@ -159,7 +192,7 @@ class KeyHsm:
         for attempt in range(2):
             info = self.current_kek(name)
             try:
-                wrapped, wrap_nonce = self._wrap(info, dek, object_id, context)
+                mech, wrapped, wrap_nonce = self._wrap(info, dek, object_id, context)
                 break
             except KekRevoked:
                 if attempt:
@@ -167,13 +200,13 @@ class KeyHsm:
                 # The cached current version was destroyed meanwhile: look again, once (as seal does).
                 self._current.pop(name, None)
         return dataclasses.replace(
-            sealed, kek_label=info.label, kek_kind=info.kind, wrapped_dek=wrapped, wrap_nonce=wrap_nonce
+            sealed, kek_label=info.label, kek_kind=mech.name, wrapped_dek=wrapped, wrap_nonce=wrap_nonce
         )
 
     def _rsa_public(self, label: str) -> rsa.RSAPublicKey:
         """The cached public key, after confirming the private half still exists and matches: the
         software wrap never touches the token, and sealing under a revoked KEK would lose the object."""
-        modulus = self._on_token(label, RSA_OAEP, "checking the KEK", lambda key: key[Attribute.MODULUS])
+        modulus = self._on_token(label, RSA, "checking the KEK", lambda key: key[Attribute.MODULUS])
         cached = self._public.get(label)
         if cached is None or cached[1] != modulus:
             with self._token.session() as ps, self._token.reading():
@@ -236,7 +269,7 @@ class KeyHsm:
         # "destroyed" only once the login is confirmed (and restored if need be). Not under the
         # shared lock: logging in again takes the exclusive one.
         self._token.ensure_login()
-        other = RSA_OAEP if kind == AES_KWP else AES_KWP
+        other = RSA if kind == AES else AES
         with self._token.reading():
             try:
                 return kek.find_one(ps.session, label, KEK_CLASS[kind])
@@ -277,13 +310,23 @@ class KeyHsm:
 
     def create_kek(self, name: str, kind: str) -> KekInfo:
         kek.check_name(name)
-        kek.check_kind(kind)
+        kind = kek.check_kind(kind)
+        self._require_kind(kind)
         with _admin_errors("creating a KEK"), self._token.admin() as session:
             if any(k.name == name for k in kek.list_keks(session)):
                 raise KekExists(name)
             info = kek.generate(session, name, 1, kind)
         self._current.pop(name, None)
         return info
+
+    def _require_kind(self, kind: str) -> None:
+        """Refuses a KEK kind for which the token lists no candidate mechanism at all (the
+        round trip happens at first use; a KEK nothing could wrap with is not made)."""
+        offered = self.token_mechanisms()
+        candidates = mechanisms.preference(kind, self._preferred)
+        if all(mechanisms.listed(m, offered) for m in candidates):
+            why = "; ".join(f"{m.name}: {mechanisms.listed(m, offered)}" for m in candidates)
+            raise KeyHsmError(f"the token offers no wrap mechanism for {kind} KEKs ({why})")
 
     def rotate_kek(self, name: str) -> KekInfo:
         kek.check_name(name)
@@ -292,6 +335,7 @@ class KeyHsm:
             if not versions:
                 raise KekNotFound(name)
             latest = max(versions, key=lambda k: k.version)
+            self._require_kind(latest.kind)
             info = kek.generate(session, name, latest.version + 1, latest.kind)
         self._current.pop(name, None)
         return info

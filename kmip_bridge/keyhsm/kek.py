@@ -1,8 +1,10 @@
 """Key-encryption keys as token objects: naming, discovery, generation, destruction.
 
 A KEK version is labelled f"{name}-v{version}" (CKA_LABEL, and CKA_ID holds the same bytes). An
-aes-kwp KEK is one AES-256 secret key; an rsa-oaep KEK is an RSA-3072 key pair whose halves share
-the label. Anything else on the token is ignored.
+"aes" KEK is one AES-256 secret key; an "rsa" KEK is an RSA-3072 key pair whose halves share the
+label. Anything else on the token is ignored. Which mechanism wraps a DEK under a KEK is chosen
+per token and recorded per row (mechanisms.py); the kind only says what the key is. The kinds were
+called "aes-kwp" and "rsa-oaep" before (the first never used key wrap): both names stay accepted.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from .errors import KeyHsmError
 
 T = TypeVar("T")
 
+AES = "aes"
+RSA = "rsa"
+KINDS = (AES, RSA)
+# Former kind names, still accepted wherever a kind is given (configs, CLI, the service protocol).
 AES_KWP = "aes-kwp"
 RSA_OAEP = "rsa-oaep"
-KINDS = (AES_KWP, RSA_OAEP)
+KIND_ALIASES = {AES_KWP: AES, RSA_OAEP: RSA}
 RSA_BITS = 3072
 _SEARCH_ATTEMPTS = 3
 
@@ -30,8 +36,8 @@ _LABEL = re.compile(r"^([A-Za-z0-9_.]+)-v([0-9]+)$")
 _NAME = re.compile(r"^[A-Za-z0-9_.]{1,64}$")
 
 # The object that unwraps, per kind: its class decides which finds see the KEK.
-KEK_CLASS = {AES_KWP: ObjectClass.SECRET_KEY, RSA_OAEP: ObjectClass.PRIVATE_KEY}
-_KEY_TYPE = {AES_KWP: KeyType.AES, RSA_OAEP: KeyType.RSA}
+KEK_CLASS = {AES: ObjectClass.SECRET_KEY, RSA: ObjectClass.PRIVATE_KEY}
+_KEY_TYPE = {AES: KeyType.AES, RSA: KeyType.RSA}
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,12 @@ def check_name(name: str) -> None:
         raise KeyHsmError(f"invalid KEK name {name!r}: use 1-64 characters from A-Z a-z 0-9 _ .")
 
 
-def check_kind(kind: str) -> None:
+def check_kind(kind: str) -> str:
+    """The canonical kind ("aes" or "rsa") of a kind or former kind name."""
+    kind = KIND_ALIASES.get(kind, kind)
     if kind not in KINDS:
         raise KeyHsmError(f"invalid KEK kind {kind!r}: must be one of {', '.join(KINDS)}")
+    return kind
 
 
 def _vanishing(search: Callable[[], T]) -> T:
@@ -109,14 +118,16 @@ def _list_keks(session: Session) -> list[KekInfo]:
 
 
 def generate(session: Session, name: str, version: int, kind: str) -> KekInfo:
-    """Creates the KEK on the token: sensitive, never extractable, usable only to en/decrypt."""
+    """Creates the KEK on the token: sensitive, never extractable, usable only to en/decrypt (an
+    AES KEK also to wrap/unwrap, for tokens whose only AES mechanism is a key wrap)."""
+    kind = check_kind(kind)
     label = make_label(name, version)
     ident = label.encode()
     locked = {Attribute.MODIFIABLE: False}
-    if kind == AES_KWP:
+    if kind == AES:
         session.generate_key(
             KeyType.AES, 256, id=ident, label=label, store=True,
-            capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
+            capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT | MechanismFlag.WRAP | MechanismFlag.UNWRAP,
             template={
                 **locked, Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
             },

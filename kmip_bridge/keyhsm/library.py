@@ -141,7 +141,7 @@ class Library:
             raise TokenUnavailable(f"cannot load PKCS#11 module {path}: {exc}") from None
         self.conf: str | None = None
         self.lock_file = lock_file
-        self.logins: dict[str, _Login] = {}  # token label -> this process's login to it
+        self.logins: dict[str, _Login] = {}  # login_key(label, serial) -> this process's login to it
         # Bumped by restart(): sessions and key handles of an older generation are gone.
         self.generation = 0
         self.initialised = False

@@ -56,6 +56,15 @@ SESSION_BROKEN: tuple[type[Exception], ...] = (
 )
 
 
+def token_serial(token: Token) -> str:
+    """CKA serialNumber as text: 16 bytes, blank-padded (SoftHSM2) or not, per vendor."""
+    return token.serial.decode("ascii", errors="replace").strip()
+
+
+def login_key(label: str, serial: str | None) -> str:
+    return label if serial is None else f"{label}\0{serial}"
+
+
 def _close_quietly(session: Session) -> None:
     with suppress(p11e.PKCS11Error):
         session.close()
@@ -64,9 +73,12 @@ def _close_quietly(session: Session) -> None:
 class _Login:
     """The session that holds this process's login to one token, shared by every KeyHsm on it."""
 
-    def __init__(self, library: Library, token_label: str, pin: str, lock_file: str | None) -> None:
+    def __init__(
+        self, library: Library, token_label: str, pin: str, lock_file: str | None, serial: str | None = None
+    ) -> None:
         self.library = library
         self.token_label = token_label
+        self.serial = serial
         self.lock_file = lock_file
         self.lock = threading.RLock()
         self.refs = 0
@@ -97,15 +109,23 @@ class _Login:
 
     def _login_once(self, pin: str) -> tuple[Token, Session] | str:
         """The logged-in token and session, or why not (a retryable reason)."""
-        where = f"token '{self.token_label}' of {self.library.path}"
+        serial = f" serial '{self.serial}'" if self.serial else ""
+        where = f"token '{self.token_label}'{serial} of {self.library.path}"
         try:
-            token = self.library.lib.get_token(token_label=self.token_label)
-        except p11e.NoSuchToken:
-            return f"no {where} (SOFTHSM2_CONF={os.environ.get('SOFTHSM2_CONF', 'unset')})"
-        except p11e.MultipleTokensReturned:
-            raise TokenUnavailable(f"several tokens are labelled '{self.token_label}'") from None
+            tokens = [
+                t for t in self.library.lib.get_tokens(token_label=self.token_label)
+                if self.serial is None or token_serial(t) == self.serial
+            ]
         except p11e.PKCS11Error as exc:
             return f"cannot list the tokens of {self.library.path}: {type(exc).__name__}"
+        if not tokens:
+            return f"no {where} (SOFTHSM2_CONF={os.environ.get('SOFTHSM2_CONF', 'unset')})"
+        if len(tokens) > 1:
+            raise TokenUnavailable(
+                f"several tokens are labelled '{self.token_label}' (serials "
+                f"{', '.join(token_serial(t) for t in tokens)}): set keyhsm.token_serial to pick one"
+            )
+        token = tokens[0]
         try:
             session = token.open(rw=True)
         except p11e.PKCS11Error as exc:
@@ -162,6 +182,7 @@ class TokenSettings:
     softhsm2_conf: str | None = None  # if set, exported as SOFTHSM2_CONF before the library loads
     lock_file: str | None = None  # if set, flock-serialises logins, KEK changes and KEK lookups across processes
     session_pool_size: int = 8
+    token_serial: str | None = None  # with token_label: picks one of several tokens with that label
 
 
 @dataclass
@@ -187,10 +208,11 @@ class TokenConnection:
         with registry_lock():
             library = library_for(settings.module, settings.softhsm2_conf, settings.lock_file)
             label = settings.token_label
-            login = library.logins.get(label)
+            key = login_key(label, settings.token_serial)
+            login = library.logins.get(key)
             if login is None:
-                login = _Login(library, label, settings.pin, settings.lock_file)
-                library.logins[label] = login
+                login = _Login(library, label, settings.pin, settings.lock_file, settings.token_serial)
+                library.logins[key] = login
             elif not login.same_pin(settings.pin):
                 # Already logged in, so the PIN cannot be verified; a different one is refused.
                 raise TokenUnavailable(
@@ -284,6 +306,28 @@ class TokenConnection:
             return False
         return bool(info.serial == login.token.serial and info.label == login.token_label)
 
+    def mechanisms(self) -> dict[int, Any]:
+        """The token's mechanism list with flags (C_GetMechanismList / C_GetMechanismInfo)."""
+        from .mechanisms import offered
+
+        self._check_open()
+        with self._library.gate.shared():
+            return offered(self._login.token.slot)
+
+    def info(self) -> dict[str, str]:
+        """Library and token identity, for 'keyhsm probe'."""
+        lib, token = self._library.lib, self._login.token
+        with self._library.gate.shared():
+            flags = token.slot.get_token().flags
+        return {
+            "module": self._library.path,
+            "library": f"{lib.library_description} {lib.library_version[0]}.{lib.library_version[1]} "
+                       f"by {lib.manufacturer_id}",
+            "token": f"'{token.label}' serial {token_serial(token)} "
+                     f"model {token.model.strip()} by {token.manufacturer_id.strip()}",
+            "flags": f"0x{int(flags):X}",
+        }
+
     def _check_open(self) -> None:
         if self._closed:
             raise TokenUnavailable("the key HSM connection is closed")
@@ -342,7 +386,25 @@ class TokenConnection:
             try:
                 # Not logged in itself: login state is per process, and a session opened with a PIN
                 # would log the whole process out when closed.
-                return PooledSession(self._login.token.open(), self._library.generation)
+                return PooledSession(self._logged_in(self._login.token.open()), self._library.generation)
+            except TokenUnavailable:  # the new session could not log in (and is closed)
+                with self._count_lock:
+                    self._count -= 1
+                raise
+            except p11e.SessionCount:
+                # The token's session limit (HSMs have one, shared by every process): this pool
+                # stops growing at what it got, and waits for one of its own sessions instead.
+                with self._count_lock:
+                    self._count -= 1
+                    self._pool_size = max(1, min(self._pool_size, self._count))
+                    alone = self._count == 0
+                if alone:
+                    raise TokenUnavailable(
+                        f"token '{self.token_label}' refuses more sessions (CKR_SESSION_COUNT) and this "
+                        "process holds none"
+                    ) from None
+                log.warning("token '%s' allows no more sessions: pool capped at %d", self.token_label,
+                            self._pool_size)
             except p11e.PKCS11Error as exc:
                 with self._count_lock:
                     self._count -= 1
@@ -361,6 +423,20 @@ class TokenConnection:
             raise TokenUnavailable(
                 f"all {self._pool_size} token sessions stayed busy for {POOL_WAIT_SECONDS:.0f} s"
             ) from None
+
+    def _logged_in(self, session: Session) -> Session:
+        """The new pooled session, logged in. PKCS#11 shares the process's login with every session,
+        but some HSM libraries keep a login per session: such a session is logged in on its own
+        (through ctypes, so that closing it later does not log the process out)."""
+        raw = self._library.raw
+        if raw.logged_in(session.handle):
+            return session
+        rv = raw.login_user(session.handle, self._pin)
+        if rv in (CKR_OK, CKR_USER_ALREADY_LOGGED_IN) and raw.logged_in(session.handle):
+            log.info("token '%s' wants a login per session; logged in the new session", self.token_label)
+            return session
+        _close_quietly(session)
+        raise TokenUnavailable(f"login on a new session of token '{self.token_label}' failed: {rv_text(rv)}")
 
     def _give_back(self, ps: PooledSession) -> None:
         if self._closed:
@@ -405,4 +481,4 @@ class TokenConnection:
             login.refs -= 1
             if login.refs == 0:
                 login.logout()
-                login.library.logins.pop(login.token_label, None)
+                login.library.logins.pop(login_key(login.token_label, login.serial), None)

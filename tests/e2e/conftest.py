@@ -20,6 +20,8 @@ import pytest
 import yaml
 from kmip.pie.exceptions import KmipOperationFailure
 
+from .tokens import SOFTHSM2, opencryptoki_token
+
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 CLI = [sys.executable, "-m", "kmip_bridge.cli"]
 # socket: instances use keyhsm.mode socket, and start() runs 'keyhsm serve' before 'serve'.
@@ -241,9 +243,19 @@ class Instance:
 
 
 def make_instance(
-    base: Path, database_url: str | None, kek_kind: str = "aes-kwp", keyhsm_mode: str | None = None
+    base: Path, database_url: str | None, kek_kind: str = "aes", keyhsm_mode: str | None = None,
+    token: str = SOFTHSM2,
 ) -> Instance:
-    args = ["init", "--dir", str(base), "--kek-kind", kek_kind, "--port", str(free_port())]
+    port = free_port()
+    if token != SOFTHSM2:
+        # 'init' keeps a config it finds: this one names the other implementation's token.
+        from kmip_bridge.admin.instance import _default_config
+
+        cfg = _default_config(port, database_url, kek_kind)
+        cfg["keyhsm"].update(opencryptoki_token(base / "token", "kb-e2e"))
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "server.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["init", "--dir", str(base), "--kek-kind", kek_kind, "--port", str(port)]
     if database_url:
         args += ["--database-url", database_url]
     run_cli(*args)

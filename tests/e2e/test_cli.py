@@ -42,7 +42,7 @@ def test_init_is_idempotent_and_complete(tmp_path: Path) -> None:
     run_cli("init", "--dir", str(inst), "--port", "15696")
     assert _digest_tree(inst) == before
     listing = run_cli("keyhsm", "list", "--config", str(inst / "server.yaml")).stdout
-    assert listing.splitlines() == ["default-v1 aes-kwp current 0"]
+    assert listing.splitlines() == ["default-v1 aes current 0"]
 
 
 def test_certs_client_prints_conf_path(tmp_path: Path) -> None:

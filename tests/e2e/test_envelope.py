@@ -1,4 +1,5 @@
-"""The Key HSM envelope end to end: AAD binding, KEK rotation and revocation, both KEK kinds."""
+"""The Key HSM envelope end to end: AAD binding, KEK rotation and revocation, both KEK kinds, on
+SoftHSM2 and on openCryptoki's soft token (which has no AES wrap mechanism: rsa KEKs only)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,53 @@ from kmip.pie.exceptions import KmipOperationFailure
 from kmip_bridge.store.store import normalise_url
 
 from .conftest import Instance, Server, make_instance, run_cli
+from .tokens import OPENCRYPTOKI, SOFTHSM2
 
 pytestmark = pytest.mark.e2e
 
 SEALED = ("kek_label", "kek_kind", "nonce", "ciphertext", "wrapped_dek", "wrap_nonce")
 
 
-@pytest.fixture(scope="module", params=["aes-kwp", "rsa-oaep"])
-def kek_kind(request: pytest.FixtureRequest) -> str:
-    return request.param
+# (implementation, KEK kind, the wrap mechanism the server must pick there)
+TOKENS = {
+    "softhsm2-aes": (SOFTHSM2, "aes", "aes-gcm"),
+    "softhsm2-rsa": (SOFTHSM2, "rsa", "rsa-oaep-sha1"),  # SoftHSM2 refuses OAEP with SHA-256
+    "opencryptoki-rsa": (OPENCRYPTOKI, "rsa", "rsa-oaep-sha256"),
+}
+
+
+@pytest.fixture(scope="module", params=list(TOKENS))
+def token(request: pytest.FixtureRequest) -> tuple[str, str, str]:
+    return TOKENS[request.param]
 
 
 @pytest.fixture(scope="module")
-def instance(backend: str, kek_kind: str, tmp_path_factory: pytest.TempPathFactory,
+def instance(backend: str, token: tuple[str, str, str], tmp_path_factory: pytest.TempPathFactory,
              request: pytest.FixtureRequest) -> Instance:
     url = request.getfixturevalue("pg_database")() if backend == "postgresql" else None
-    return make_instance(tmp_path_factory.mktemp(f"env-{backend}-{kek_kind}"), url, kek_kind)
+    implementation, kind, _ = token
+    return make_instance(tmp_path_factory.mktemp(f"env-{backend}-{implementation}-{kind}"), url, kind,
+                         token=implementation)
+
+
+def _row_mechanisms(instance: Instance) -> set[str]:
+    engine = sa.create_engine(normalise_url(instance.database_url))
+    with engine.begin() as conn:
+        rows = conn.execute(sa.text("SELECT DISTINCT kek_kind FROM objects WHERE kek_kind IS NOT NULL"))
+        kinds = {r[0] for r in rows}
+    engine.dispose()
+    return kinds
+
+
+def test_rows_record_the_mechanism_the_token_gave(server: Server, instance: Instance,
+                                                  token: tuple[str, str, str]) -> None:
+    c = _client(server)
+    try:
+        uid = c.register(objects.SymmetricKey(enums.CryptographicAlgorithm.AES, 128, b"M" * 16))
+        assert c.get(uid).value == b"M" * 16
+    finally:
+        c.close()
+    assert _row_mechanisms(instance) == {token[2]}
 
 
 def _client(server: Server) -> ProxyKmipClient:
@@ -67,7 +99,7 @@ def test_revoking_a_kek_loses_exactly_its_objects(server: Server, instance: Inst
         out = run_cli("keyhsm", "list", "--config", str(instance.config)).stdout.splitlines()
         return {line.split()[0]: " ".join(line.split()[1:]) for line in out}
 
-    kind = "rsa-oaep" if "rsa" in instance.dir.name else "aes-kwp"
+    kind = "rsa" if "rsa" in instance.dir.name else "aes"
     before = int(listing()["default-v1"].split()[-1])  # objects earlier tests left under v1
     c = _client(server)
     try:

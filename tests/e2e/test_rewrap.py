@@ -1,6 +1,7 @@
 """KEK rotation without loss: rotate, `keyhsm rewrap` online (and resumed after a kill), revoke.
 Rewrap moves only the wrapped DEK of envelope-format-2 rows (the material ciphertext stays byte for
-byte) and re-seals format-1 rows once."""
+byte) and re-seals format-1 rows once. On SoftHSM2 (aes KEK) and on openCryptoki's soft token (rsa
+KEK: it has no AES wrap mechanism)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,23 @@ from kmip.pie.client import ProxyKmipClient
 
 from kmip_bridge.store.store import normalise_url
 
-from .conftest import CLI, Instance, Server, run_cli
+from .conftest import CLI, Instance, Server, make_instance, run_cli
+from .tokens import OPENCRYPTOKI, SOFTHSM2
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", params=[(SOFTHSM2, "aes"), (OPENCRYPTOKI, "rsa")], ids=lambda p: "-".join(p))
+def token(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def instance(backend: str, token: tuple[str, str], tmp_path_factory: pytest.TempPathFactory,
+             request: pytest.FixtureRequest) -> Instance:
+    url = request.getfixturevalue("pg_database")() if backend == "postgresql" else None
+    implementation, kind = token
+    return make_instance(tmp_path_factory.mktemp(f"rw-{backend}-{implementation}"), url, kind, token=implementation)
 
 
 def _client(server: Server) -> ProxyKmipClient:

@@ -97,12 +97,15 @@ def test_uri_sets_token_kek_kind_module_and_pin_file(tmp_path: Path) -> None:
                "?module-path=/opt/hsm/libp11.so&pin-source=token.pin",
     }))
     k = settings.keyhsm
-    assert (k.token_label, k.kek, k.kek_kind, k.module) == ("hsm one", "payments", "rsa-oaep", "/opt/hsm/libp11.so")
+    assert (k.token_label, k.kek, k.kek_kind, k.module) == ("hsm one", "payments", "rsa", "/opt/hsm/libp11.so")
     assert k.pin_file == tmp_path / "token.pin"  # relative: next to the config, like every path
     assert k.read_pin() == "1234"
     k = load(_config(tmp_path, {"uri": "pkcs11:token=t?pin-source=file:///etc/kb.pin"})).keyhsm
     assert k.pin_file == Path("/etc/kb.pin")
-    assert k.kek == "default" and k.kek_kind == "aes-kwp"  # not named: the defaults
+    assert k.kek == "default" and k.kek_kind == "aes"  # not named: the defaults
+    assert k.token_serial is None
+    k = load(_config(tmp_path, {"uri": "pkcs11:token=t;serial=0d18ba6ac1c2f73?pin-value=1"})).keyhsm
+    assert (k.token_label, k.token_serial) == ("t", "0d18ba6ac1c2f73")  # picks one of same-labelled tokens
     k = load(_config(tmp_path, {"uri": "pkcs11:token=t?pin-value=4321"})).keyhsm
     assert k.read_pin() == "4321"
     assert "4321" not in repr(k)  # settings may end up in a log line or a traceback
@@ -113,13 +116,14 @@ def test_uri_sets_token_kek_kind_module_and_pin_file(tmp_path: Path) -> None:
     [
         ({"uri": "pkcs11:object=default"}, "keyhsm.uri: needs token=LABEL"),
         ({"uri": "pkcs11:token=t;type=cert"}, "type=cert cannot be a KEK"),
-        ({"uri": "pkcs11:token=t;serial=42"}, "keyhsm.uri: 'serial' is not supported"),
+        ({"uri": "pkcs11:token=t;slot-id=42"}, "keyhsm.uri: 'slot-id' is not supported"),
+        ({"uri": "pkcs11:token=t;serial=42", "token_serial": "43"}, "keyhsm.token_serial: differs from the serial"),
         ({"uri": "pkcs11:token=t;id=%01"}, "keyhsm.uri: 'id' is not supported"),
         ({"uri": "pkcs11:token=t?module-name=softhsm2"}, "'module-name' is not supported"),
         ({"uri": "pkcs11:token=t?pin-source=|/bin/echo"}, "pin-source must name a file"),
         ({"uri": "pkcs11:token=a", "token_label": "b"}, "keyhsm.token_label: differs from the token in keyhsm.uri"),
         ({"uri": "pkcs11:token=a;object=k", "kek": "other"}, "keyhsm.kek: differs from the object"),
-        ({"uri": "pkcs11:token=a;type=secret-key", "kek_kind": "rsa-oaep"}, "keyhsm.kek_kind: differs"),
+        ({"uri": "pkcs11:token=a;type=secret-key", "kek_kind": "rsa"}, "keyhsm.kek_kind: differs"),
         ({"uri": "pkcs11:token=a my"}, "keyhsm.uri: token: a space must be percent-encoded"),
     ],
 )
@@ -157,7 +161,7 @@ def test_production_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     settings = load(config)
     k = settings.keyhsm
-    assert (k.token_label, k.kek, k.kek_kind) == ("kmip-bridge", "default", "aes-kwp")
+    assert (k.token_label, k.kek, k.kek_kind) == ("kmip-bridge", "default", "aes")
     assert k.module == f"{tmp_path}/opt/hsm/lib/libvendorpkcs11.so"
     assert k.read_pin() == "24680"
     assert settings.database.url.startswith("postgresql://kmip_bridge@")
