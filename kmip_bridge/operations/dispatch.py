@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .. import keyhsm, logs, metrics
-from ..protocol import messages, ttlv
+from ..protocol import messages, ttlv, versions
 from ..protocol.errors import KmipError
 from ..protocol.messages import BatchItem, Request, Response, Result
 from ..protocol.ttlv import Item, Type
@@ -179,7 +179,8 @@ def _driver_error(exc: Exception) -> bool:
 
 
 def run_item(ctx: RequestContext, item: BatchItem) -> Result:
-    handler = HANDLERS.get(item.operation)
+    # An operation the request's protocol version does not define is not supported in it.
+    handler = HANDLERS.get(item.operation) if versions.operation_in(item.operation, ctx.version) else None
     started = time.perf_counter()
     if handler is None:
         error = KmipError(
@@ -217,7 +218,8 @@ def process(ctx: RequestContext, request: Request) -> Response:
         version=request.version,
         client_correlation_value=request.client_correlation_value,
         # The request id of the server's log lines, so that a client can quote it.
-        server_correlation_value=(logs.request_id() or uuid.uuid4().hex[:16]) if request.version >= (2, 0) else None,
+        server_correlation_value=(logs.request_id() or uuid.uuid4().hex[:16])
+        if request.version >= versions.CORRELATION_VALUES_SINCE else None,
     )
     option = request.batch_error_option
     if option == BatchErrorContinuationOption.UNDO.value:
