@@ -37,6 +37,7 @@ from . import (
     locate,
     mac,
     misc_crypto,
+    optional,
     query,
     register,
     rekey,
@@ -80,6 +81,10 @@ HANDLERS: dict[int, Handler] = {
     Operation.REKEY.value: rekey.handle,
     Operation.REKEY_KEY_PAIR.value: key_pair.rekey_key_pair,
     Operation.DERIVE_KEY.value: derive.handle,
+    Operation.OBTAIN_LEASE.value: optional.obtain_lease,
+    Operation.GET_USAGE_ALLOCATION.value: optional.get_usage_allocation,
+    Operation.POLL.value: optional.poll,
+    Operation.CANCEL.value: optional.cancel,
 }
 
 
