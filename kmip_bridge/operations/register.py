@@ -44,15 +44,52 @@ def certificate_attributes(obj: Item, given: set[str]) -> list[objects.Attribute
     return out
 
 
+def refuse_template(ctx: RequestContext, object_type: object) -> None:
+    """Template objects (KMIP 1.x, deprecated in 1.3, gone in 2.0) are a feature this server
+    does not offer; a 2.x client naming one names an Object Type its version lacks."""
+    if object_type == ObjectType.TEMPLATE.value and not ctx.v2:
+        raise KmipError(ResultReason.FEATURE_NOT_SUPPORTED, "Template objects are not supported")
+
+
+def _key_value_presence(obj: Item, attrs: list[objects.Attribute]) -> list[objects.Attribute]:
+    """Key Value Present (KMIP 1.2): false for a metadata-only key registered without its Key
+    Value (kept elsewhere: Key Value Location); a client's own value must match the object."""
+    block = obj.get(T.KEY_BLOCK.value)
+    if block is None:
+        return []
+    present = block.get(T.KEY_VALUE.value) is not None
+    for a in attrs:
+        if a.name == "Key Value Present":
+            if a.value.value is not present:
+                raise KmipError(ResultReason.INVALID_FIELD,
+                                "Key Value Present contradicts the Key Block (Key Value is "
+                                + ("present)" if present else "absent)"))
+            return []
+    return [] if present else [objects.Attribute("Key Value Present", objects.value_item(Type.BOOLEAN, False))]
+
+
+def _original_creation_date(ctx: RequestContext, attrs: list[objects.Attribute]) -> list[objects.Attribute]:
+    """KMIP 1.4 lets the client of a Register say when the object was first created elsewhere;
+    earlier versions (and Create) leave Original Creation Date to the server."""
+    given = [a for a in attrs if a.name == "Original Creation Date"] if ctx.version >= (1, 4) else []
+    if len(given) > 1 or any(a.value.type != Type.DATE_TIME for a in given):
+        raise KmipError(ResultReason.INVALID_FIELD, "Original Creation Date is one Date-Time")
+    return given
+
+
 def handle(ctx: RequestContext, payload: Item) -> Item:
     object_type = payload.value_of(T.OBJECT_TYPE.value)
+    refuse_template(ctx, object_type)
     if object_type not in _REGISTRABLE:
         raise KmipError(ResultReason.INVALID_FIELD, "Register needs a supported Object Type")
     tag = objects.OBJECT_TAGS[object_type]  # type: ignore[index]
     obj = payload.get(tag)
     if obj is None or obj.type != Type.STRUCTURE:
         raise KmipError(ResultReason.INVALID_FIELD, "Register payload lacks the object of its Object Type")
-    attrs = objects.client_attributes(objects.request_attributes(ctx, payload))
+    requested = objects.request_attributes(ctx, payload)
+    original = _original_creation_date(ctx, requested)
+    attrs = objects.client_attributes([a for a in requested if not any(a is o for o in original)]) + original
+    attrs += _key_value_presence(obj, attrs)
     given = {a.name for a in attrs}
     attrs.extend(a for a in objects.key_block_attributes(obj) if a.name not in given)
     if object_type == ObjectType.CERTIFICATE.value and "Certificate Type" not in given:

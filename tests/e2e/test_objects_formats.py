@@ -1,0 +1,154 @@
+"""Objects beyond the mandatory vectors: Create of Secret Data, metadata-only keys (Register
+without Key Value: Key Value Present false), Original Creation Date given on a 1.4 Register,
+Template objects refused as Feature Not Supported — over raw TTLV (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from kmip.core import enums
+from kmip.core.enums import Operation, ResultReason
+from kmip.core.enums import Tags as T
+
+from kmip_bridge.protocol import ttlv
+from kmip_bridge.protocol.ttlv import Item
+
+from .conftest import Instance, Server
+from .rawkmip import Conn, get_attributes, open_conn, uid_, v1
+
+pytestmark = pytest.mark.e2e
+VERSIONS = [(1, 4), (2, 1)]
+
+
+@pytest.fixture(scope="module")
+def conn(server: Server, instance: Instance) -> Iterator[Conn]:
+    yield from open_conn(server, instance)
+
+
+def _attrs(version: tuple[int, int], *pairs: tuple[str, Item]) -> Item:
+    """Template-Attribute (1.x) or Attributes (2.x) of (name, tagged value) pairs."""
+    if version >= (2, 0):
+        return ttlv.struct_(T.ATTRIBUTES, [Item(T[n.upper().replace(" ", "_")].value, v.type, v.value)
+                                           for n, v in pairs])
+    return ttlv.struct_(T.TEMPLATE_ATTRIBUTE, [v1(n, Item(T.ATTRIBUTE_VALUE.value, v.type, v.value))
+                                               for n, v in pairs])
+
+
+def _value(c: Conn, uid: str, version: tuple[int, int], name: str) -> object:
+    out = get_attributes(c, uid, version, name)
+    if version >= (2, 0):
+        attrs = out.get(T.ATTRIBUTES.value)
+        item = attrs.get(T[name.upper().replace(" ", "_")].value) if attrs is not None else None
+        return item.value if item is not None else None
+    a = out.get(T.ATTRIBUTE.value)
+    return a.value_of(T.ATTRIBUTE_VALUE.value) if a is not None else None
+
+
+# -- Create of Secret Data --------------------------------------------------------------------------
+@pytest.mark.parametrize("version", VERSIONS)
+def test_create_secret_data(conn: Conn, version: tuple[int, int]) -> None:
+    mask = ("Cryptographic Usage Mask", ttlv.integer(0, enums.CryptographicUsageMask.DERIVE_KEY.value))
+    out = conn.ok(Operation.CREATE, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SECRET_DATA),
+                                     _attrs(version, mask, ("Cryptographic Length", ttlv.integer(0, 128)))], version)
+    assert out.value_of(T.OBJECT_TYPE.value) == enums.ObjectType.SECRET_DATA.value
+    uid = out.value_of(T.UNIQUE_IDENTIFIER.value)
+    got = conn.ok(Operation.GET, [uid_(uid)], version).get(T.SECRET_DATA.value)  # type: ignore[arg-type]
+    assert got is not None and got.value_of(T.SECRET_DATA_TYPE.value) == enums.SecretDataType.SEED.value
+    material = got.get(T.KEY_BLOCK.value).get(T.KEY_VALUE.value).value_of(T.KEY_MATERIAL.value)  # type: ignore[union-attr]
+    assert isinstance(material, bytes) and len(material) == 16
+    # Default length, and two secrets are not the same bytes.
+    out2 = conn.ok(Operation.CREATE, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SECRET_DATA), _attrs(version, mask)],
+                   version)
+    got2 = conn.ok(Operation.GET, [uid_(out2.value_of(T.UNIQUE_IDENTIFIER.value))], version)  # type: ignore[arg-type]
+    m2 = got2.get(T.SECRET_DATA.value).get(T.KEY_BLOCK.value).get(T.KEY_VALUE.value).value_of(T.KEY_MATERIAL.value)  # type: ignore[union-attr]
+    assert len(m2) == 32 and m2[:16] != material  # type: ignore[arg-type,index]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_create_secret_data_refuses_nonsense(conn: Conn, version: tuple[int, int]) -> None:
+    kind = ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SECRET_DATA)
+    conn.fails(Operation.CREATE, [kind, _attrs(version, ("Cryptographic Length", ttlv.integer(0, 12)))], version,
+               ResultReason.INVALID_FIELD)
+    alg = ("Cryptographic Algorithm", ttlv.enum(0, enums.CryptographicAlgorithm.AES))
+    conn.fails(Operation.CREATE, [kind, _attrs(version, alg)], version, ResultReason.INVALID_FIELD)
+
+
+# -- Templates ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("op", [Operation.CREATE, Operation.REGISTER])
+def test_template_objects_are_a_feature_not_supported(conn: Conn, op: Operation) -> None:
+    kind = ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.TEMPLATE)
+    template = ttlv.struct_(T.TEMPLATE, [v1("Cryptographic Length", ttlv.integer(T.ATTRIBUTE_VALUE, 128))])
+    fields = [kind, ttlv.struct_(T.TEMPLATE_ATTRIBUTE, []), template]
+    conn.fails(op, fields, (1, 4), ResultReason.FEATURE_NOT_SUPPORTED)
+    conn.fails(op, fields, (1, 0), ResultReason.FEATURE_NOT_SUPPORTED)
+
+
+# -- metadata-only keys -------------------------------------------------------------------------------
+def _symmetric(material: bytes | None) -> Item:
+    parts = [ttlv.enum(T.KEY_FORMAT_TYPE, enums.KeyFormatType.RAW)]
+    if material is not None:
+        parts.append(ttlv.struct_(T.KEY_VALUE, [ttlv.bytes_(T.KEY_MATERIAL, material)]))
+    parts += [ttlv.enum(T.CRYPTOGRAPHIC_ALGORITHM, enums.CryptographicAlgorithm.AES),
+              ttlv.integer(T.CRYPTOGRAPHIC_LENGTH, 256)]
+    return ttlv.struct_(T.SYMMETRIC_KEY, [ttlv.struct_(T.KEY_BLOCK, parts)])
+
+
+def _register(c: Conn, version: tuple[int, int], material: bytes | None, *pairs: tuple[str, Item]) -> Item:
+    mask = ("Cryptographic Usage Mask", ttlv.integer(0, enums.CryptographicUsageMask.ENCRYPT.value))
+    return c.call(Operation.REGISTER, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY),
+                                       _attrs(version, mask, *pairs), _symmetric(material)], version)
+
+
+def _uid(bi: Item) -> str:
+    assert bi.value_of(T.RESULT_STATUS.value) == enums.ResultStatus.SUCCESS.value, bi.value_of(T.RESULT_MESSAGE.value)
+    return bi.get(T.RESPONSE_PAYLOAD.value).value_of(T.UNIQUE_IDENTIFIER.value)  # type: ignore[union-attr,return-value]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_register_without_key_value_is_metadata_only(conn: Conn, version: tuple[int, int]) -> None:
+    location = ("Key Value Location",
+                ttlv.struct_(0, [ttlv.text(T.KEY_VALUE_LOCATION_VALUE, "hsm://vault-7/slot-3"),
+                                 ttlv.enum(T.KEY_VALUE_LOCATION_TYPE, enums.KeyValueLocationType.URI)]))
+    uid = _uid(_register(conn, version, None, location))
+    assert _value(conn, uid, version, "Key Value Present") is False
+    got = conn.ok(Operation.GET, [uid_(uid)], version).get(T.SYMMETRIC_KEY.value)
+    assert got.get(T.KEY_BLOCK.value).get(T.KEY_VALUE.value) is None  # type: ignore[union-attr]
+    # Control: a key registered with its value carries no 'absent' marker.
+    full = _uid(_register(conn, version, bytes(32)))
+    assert _value(conn, full, version, "Key Value Present") is None
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_key_value_present_must_match_the_object(conn: Conn, version: tuple[int, int]) -> None:
+    claims = ("Key Value Present", ttlv.boolean(0, True))
+    denies = ("Key Value Present", ttlv.boolean(0, False))
+    bi = _register(conn, version, None, claims)
+    assert bi.value_of(T.RESULT_REASON.value) == ResultReason.INVALID_FIELD.value
+    bi = _register(conn, version, bytes(32), denies)
+    assert bi.value_of(T.RESULT_REASON.value) == ResultReason.INVALID_FIELD.value
+    _uid(_register(conn, version, bytes(32), claims))  # control: a true claim is accepted
+
+
+# -- Original Creation Date ---------------------------------------------------------------------------
+ORIGINAL = 1_500_000_000  # 2017-07-14
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_register_keeps_the_clients_original_creation_date(conn: Conn, version: tuple[int, int]) -> None:
+    uid = _uid(_register(conn, version, bytes(32), ("Original Creation Date", ttlv.date_time(0, ORIGINAL))))
+    assert _value(conn, uid, version, "Original Creation Date") == ORIGINAL
+    initial = _value(conn, uid, version, "Initial Date")
+    assert isinstance(initial, int) and initial > ORIGINAL  # the server's own date is now
+    # Without one, the server sets it (to the Initial Date).
+    own = _uid(_register(conn, version, bytes(32)))
+    assert _value(conn, own, version, "Original Creation Date") == _value(conn, own, version, "Initial Date")
+
+
+def test_original_creation_date_is_the_servers_before_14_and_on_create(conn: Conn) -> None:
+    bi = _register(conn, (1, 3), bytes(32), ("Original Creation Date", ttlv.date_time(0, ORIGINAL)))
+    assert bi.value_of(T.RESULT_REASON.value) == ResultReason.INVALID_FIELD.value
+    pairs = [("Cryptographic Algorithm", ttlv.enum(0, enums.CryptographicAlgorithm.AES)),
+             ("Cryptographic Length", ttlv.integer(0, 256)), ("Original Creation Date", ttlv.date_time(0, ORIGINAL))]
+    conn.fails(Operation.CREATE, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY), _attrs((1, 4), *pairs)],
+               (1, 4), ResultReason.INVALID_FIELD)
