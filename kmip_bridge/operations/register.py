@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
-from kmip.core.enums import ObjectType, ResultReason
+from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
+from kmip.core.enums import DigitalSignatureAlgorithm, ObjectType, ResultReason
 from kmip.core.enums import Tags as T
 
 from ..protocol import ttlv
@@ -41,6 +41,65 @@ def certificate_attributes(obj: Item, given: set[str]) -> list[objects.Attribute
         cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         if cns and name not in given:
             out.append(objects.Attribute(name, objects.value_item(Type.TEXT_STRING, str(cns[0].value))))
+    out += [a for a in _x509_attributes(cert) if a.name not in given]
+    return out
+
+
+_SIGNATURE_ALGORITHMS = {
+    SignatureAlgorithmOID.RSA_WITH_MD5: DigitalSignatureAlgorithm.MD5_WITH_RSA_ENCRYPTION,
+    SignatureAlgorithmOID.RSA_WITH_SHA1: DigitalSignatureAlgorithm.SHA1_WITH_RSA_ENCRYPTION,
+    SignatureAlgorithmOID.RSA_WITH_SHA224: DigitalSignatureAlgorithm.SHA224_WITH_RSA_ENCRYPTION,
+    SignatureAlgorithmOID.RSA_WITH_SHA256: DigitalSignatureAlgorithm.SHA256_WITH_RSA_ENCRYPTION,
+    SignatureAlgorithmOID.RSA_WITH_SHA384: DigitalSignatureAlgorithm.SHA384_WITH_RSA_ENCRYPTION,
+    SignatureAlgorithmOID.RSA_WITH_SHA512: DigitalSignatureAlgorithm.SHA512_WITH_RSA_ENCRYPTION,
+    SignatureAlgorithmOID.RSASSA_PSS: DigitalSignatureAlgorithm.RSASSA_PSS,
+    SignatureAlgorithmOID.DSA_WITH_SHA1: DigitalSignatureAlgorithm.DSA_WITH_SHA1,
+    SignatureAlgorithmOID.DSA_WITH_SHA224: DigitalSignatureAlgorithm.DSA_WITH_SHA224,
+    SignatureAlgorithmOID.DSA_WITH_SHA256: DigitalSignatureAlgorithm.DSA_WITH_SHA256,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA1: DigitalSignatureAlgorithm.ECDSA_WITH_SHA1,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA224: DigitalSignatureAlgorithm.ECDSA_WITH_SHA224,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: DigitalSignatureAlgorithm.ECDSA_WITH_SHA256,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: DigitalSignatureAlgorithm.ECDSA_WITH_SHA384,
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: DigitalSignatureAlgorithm.ECDSA_WITH_SHA512,
+}
+
+
+def _alt_names(cert: x509.Certificate, ext: type[x509.ExtensionType]) -> bytes | None:
+    try:
+        return cert.extensions.get_extension_for_class(ext).value.public_bytes()  # type: ignore[attr-defined]
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _x509_attributes(cert: x509.Certificate) -> list[objects.Attribute]:
+    """The certificate's identity as KMIP 1.1+ X.509 attributes (DER names, serial number) and as
+    the KMIP 1.0 text attributes (deprecated in 1.1, gone in 2.0; protocol/versions.py shows each
+    only to clients whose version has it), plus its Digital Signature Algorithm (1.1+)."""
+    issuer_dn, subject_dn = cert.issuer.public_bytes(), cert.subject.public_bytes()
+    serial = cert.serial_number.to_bytes((cert.serial_number.bit_length() + 8) // 8, "big")
+    san, ian = _alt_names(cert, x509.SubjectAlternativeName), _alt_names(cert, x509.IssuerAlternativeName)
+
+    def struct(name: str, *parts: Item | None) -> objects.Attribute:
+        return objects.Attribute(name, ttlv.struct_(T.ATTRIBUTE_VALUE, [p for p in parts if p is not None]))
+
+    out = [
+        struct("X.509 Certificate Identifier", ttlv.bytes_(T.ISSUER_DISTINGUISHED_NAME, issuer_dn),
+               ttlv.bytes_(T.CERTIFICATE_SERIAL_NUMBER, serial)),
+        struct("X.509 Certificate Subject", ttlv.bytes_(T.SUBJECT_DISTINGUISHED_NAME, subject_dn),
+               ttlv.bytes_(T.SUBJECT_ALTERNATIVE_NAME, san) if san is not None else None),
+        struct("X.509 Certificate Issuer", ttlv.bytes_(T.ISSUER_DISTINGUISHED_NAME, issuer_dn),
+               ttlv.bytes_(T.ISSUER_ALTERNATIVE_NAME, ian) if ian is not None else None),
+        struct("Certificate Identifier", ttlv.text(T.ISSUER, cert.issuer.rfc4514_string()),
+               ttlv.text(T.SERIAL_NUMBER, str(cert.serial_number))),
+        struct("Certificate Subject",
+               ttlv.text(T.CERTIFICATE_SUBJECT_DISTINGUISHED_NAME, cert.subject.rfc4514_string())),
+        struct("Certificate Issuer",
+               ttlv.text(T.CERTIFICATE_ISSUER_DISTINGUISHED_NAME, cert.issuer.rfc4514_string())),
+    ]
+    algorithm = _SIGNATURE_ALGORITHMS.get(cert.signature_algorithm_oid)
+    if algorithm is not None:
+        out.append(objects.Attribute("Digital Signature Algorithm",
+                                     objects.value_item(Type.ENUMERATION, algorithm.value)))
     return out
 
 

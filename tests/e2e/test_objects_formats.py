@@ -4,9 +4,14 @@ Template objects refused as Feature Not Supported — over raw TTLV (SQLite and 
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from kmip.core import enums
 from kmip.core.enums import Operation, ResultReason
 from kmip.core.enums import Tags as T
@@ -15,7 +20,7 @@ from kmip_bridge.protocol import ttlv
 from kmip_bridge.protocol.ttlv import Item
 
 from .conftest import Instance, Server
-from .rawkmip import Conn, get_attributes, open_conn, uid_, v1
+from .rawkmip import Conn, attribute_names, get_attributes, open_conn, uid_, v1
 
 pytestmark = pytest.mark.e2e
 VERSIONS = [(1, 4), (2, 1)]
@@ -152,3 +157,53 @@ def test_original_creation_date_is_the_servers_before_14_and_on_create(conn: Con
              ("Cryptographic Length", ttlv.integer(0, 256)), ("Original Creation Date", ttlv.date_time(0, ORIGINAL))]
     conn.fails(Operation.CREATE, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY), _attrs((1, 4), *pairs)],
                (1, 4), ResultReason.INVALID_FIELD)
+
+
+# -- X.509 certificate attributes -----------------------------------------------------------------
+def _certificate() -> tuple[bytes, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kmip-cert-test"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(0x1234567890).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("kms.example")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.DER), cert
+
+
+@pytest.mark.parametrize("version", [(1, 0), (1, 1), (1, 4), (2, 1)])
+def test_certificate_attributes_by_version(conn: Conn, version: tuple[int, int]) -> None:
+    der, cert = _certificate()
+    certificate = ttlv.struct_(T.CERTIFICATE, [ttlv.enum(T.CERTIFICATE_TYPE, enums.CertificateType.X_509),
+                                               ttlv.bytes_(T.CERTIFICATE_VALUE, der)])
+    template = ttlv.struct_(T.ATTRIBUTES if version >= (2, 0) else T.TEMPLATE_ATTRIBUTE, [])
+    out = conn.ok(Operation.REGISTER, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.CERTIFICATE), template, certificate],
+                  version)
+    uid = out.value_of(T.UNIQUE_IDENTIFIER.value)
+    names = attribute_names(conn.ok(Operation.GET_ATTRIBUTES, [uid_(uid)], version), version)  # type: ignore[arg-type]
+    x509_names = {"X.509 Certificate Identifier", "X.509 Certificate Subject", "X.509 Certificate Issuer",
+                  "Digital Signature Algorithm", "Certificate Length"}
+    v10_names = {"Certificate Identifier", "Certificate Subject", "Certificate Issuer"}
+    assert x509_names <= set(names) if version >= (1, 1) else not x509_names & set(names), names
+    assert v10_names <= set(names) if version < (2, 0) else not v10_names & set(names), names
+    if version >= (1, 1):
+        assert _value(conn, uid, version, "Digital Signature Algorithm") == \
+            enums.DigitalSignatureAlgorithm.ECDSA_WITH_SHA256.value  # type: ignore[arg-type]
+        assert _value(conn, uid, version, "Certificate Length") == len(der)  # type: ignore[arg-type]
+        ident = _struct(conn, uid, version, "X.509 Certificate Identifier")
+        assert ident.value_of(T.ISSUER_DISTINGUISHED_NAME.value) == cert.issuer.public_bytes()
+        assert int.from_bytes(ident.value_of(T.CERTIFICATE_SERIAL_NUMBER.value), "big") == 0x1234567890  # type: ignore[arg-type]
+        subject = _struct(conn, uid, version, "X.509 Certificate Subject")
+        assert subject.value_of(T.SUBJECT_ALTERNATIVE_NAME.value) is not None  # type: ignore[arg-type]
+    else:
+        ident = _struct(conn, uid, version, "Certificate Identifier")
+        assert ident.value_of(T.SERIAL_NUMBER.value) == str(0x1234567890)
+        assert "kmip-cert-test" in ident.value_of(T.ISSUER.value)  # type: ignore[operator]
+
+
+def _struct(c: Conn, uid: str, version: tuple[int, int], name: str) -> Item:
+    out = get_attributes(c, uid, version, name)
+    if version >= (2, 0):
+        return out.get(T.ATTRIBUTES.value).get(T[name.upper().replace(" ", "_").replace(".", "_")].value)  # type: ignore[union-attr,return-value]
+    return out.get(T.ATTRIBUTE.value).get(T.ATTRIBUTE_VALUE.value)  # type: ignore[union-attr,return-value]
