@@ -42,6 +42,7 @@ from . import (
     register,
     rekey,
     signing,
+    split_keys,
 )
 from .context import RequestContext, Services
 
@@ -85,6 +86,8 @@ HANDLERS: dict[int, Handler] = {
     Operation.GET_USAGE_ALLOCATION.value: optional.get_usage_allocation,
     Operation.POLL.value: optional.poll,
     Operation.CANCEL.value: optional.cancel,
+    Operation.CREATE_SPLIT_KEY.value: split_keys.create_split_key,
+    Operation.JOIN_SPLIT_KEY.value: split_keys.join_split_key,
 }
 
 
