@@ -38,6 +38,7 @@ CURVES: dict[int, type[ec.EllipticCurve]] = {
     RecommendedCurve.P_256.value: ec.SECP256R1,
     RecommendedCurve.P_384.value: ec.SECP384R1,
     RecommendedCurve.P_521.value: ec.SECP521R1,
+    RecommendedCurve.SECP256K1.value: ec.SECP256K1,
 }
 _CURVE_BY_NAME = {cls.name: enum for enum, cls in CURVES.items()}
 

@@ -27,11 +27,14 @@ RSA_LENGTHS = range(1024, 4097)
 PUBLIC_EXPONENT = 65537
 # Curves CreateKeyPair generates, and their Cryptographic Length.
 EC_CURVES = {
+    RecommendedCurve.P_224.value: 224,
     RecommendedCurve.P_256.value: 256,
     RecommendedCurve.P_384.value: 384,
     RecommendedCurve.P_521.value: 521,
+    RecommendedCurve.SECP256K1.value: 256,  # only when named: a bare length 256 means P-256
 }
-_CURVE_BY_LENGTH = {length: curve for curve, length in EC_CURVES.items()}
+_CURVE_BY_LENGTH = {length: curve for curve, length in EC_CURVES.items()
+                    if curve != RecommendedCurve.SECP256K1.value}
 
 
 # -- what to generate ------------------------------------------------------------------------------

@@ -199,6 +199,8 @@ def test_create_key_pair_sets_id_placeholder_to_the_private_key(conns: dict[str,
     (enums.RecommendedCurve.P_256, 256, "domain"),
     (enums.RecommendedCurve.P_384, 384, "curve"),
     (enums.RecommendedCurve.P_521, 521, "length"),
+    (enums.RecommendedCurve.P_224, 224, "length"),
+    (enums.RecommendedCurve.SECP256K1, 256, "curve"),  # named: a bare 256 stays P-256
 ])
 def test_create_ec_key_pair_v21(conns: dict[str, Conn], curve: enums.RecommendedCurve, length: int,
                                 how: str) -> None:
