@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
-from kmip.core.enums import DigitalSignatureAlgorithm, ObjectType, ResultReason
+from kmip.core.enums import CryptographicAlgorithm, DigitalSignatureAlgorithm, ObjectType, ResultReason
 from kmip.core.enums import Tags as T
 
 from ..protocol import ttlv
-from ..protocol.errors import KmipError
+from ..protocol.errors import KmipError, invalid_field
 from ..protocol.ttlv import Item, Type
-from . import objects
+from . import formats, objects
 from .context import RequestContext
 
 _REGISTRABLE = {
@@ -136,6 +137,48 @@ def _original_creation_date(ctx: RequestContext, attrs: list[objects.Attribute])
     return given
 
 
+_ASYMMETRIC = {ObjectType.PRIVATE_KEY.value: formats.load_private, ObjectType.PUBLIC_KEY.value: formats.load_public}
+_EXACT_LENGTH = frozenset({CryptographicAlgorithm.AES.value, CryptographicAlgorithm.CHACHA20.value})
+
+
+def _labels_match(object_type: int, obj: Item, attrs: list[objects.Attribute]) -> None:
+    """Refuses a key whose material contradicts its own Cryptographic Algorithm / Length (an EC
+    key labelled RSA 2048 would be used, and listed, as what it is not). Wrapped keys and formats
+    the server does not read are taken as labelled."""
+    block = formats.block_of(obj)
+    if block is None or block.get(T.KEY_WRAPPING_DATA.value) is not None:
+        return
+    labels = {a.name: a.value.value for a in attrs}
+    algorithm, length = labels.get("Cryptographic Algorithm"), labels.get("Cryptographic Length")
+    material = formats.material_of(block)
+    fmt = block.value_of(T.KEY_FORMAT_TYPE.value)
+    if material is None:
+        return
+    if object_type == ObjectType.SYMMETRIC_KEY.value:
+        if algorithm in _EXACT_LENGTH and isinstance(length, int) and material.type == Type.BYTE_STRING \
+                and len(material.value) * 8 != length:  # type: ignore[arg-type]
+            raise invalid_field(f"the key material is {len(material.value) * 8} bits, "  # type: ignore[arg-type]
+                                f"not the Cryptographic Length {length}")
+        return
+    load = _ASYMMETRIC.get(object_type)
+    if load is None or not isinstance(fmt, int):
+        return
+    try:
+        key = load(fmt, material)
+    except (KmipError, ValueError, TypeError):
+        return  # a format this server does not parse: stored as given
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        kinds, size = {CryptographicAlgorithm.RSA.value}, key.key_size
+    elif isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        kinds, size = set(formats.EC_ALGORITHMS), key.curve.key_size
+    else:
+        kinds, size = {CryptographicAlgorithm.DSA.value}, key.key_size
+    if algorithm is not None and algorithm not in kinds:
+        raise invalid_field("the key material is not of the key's Cryptographic Algorithm")
+    if isinstance(length, int) and length != size:
+        raise invalid_field(f"the key material is {size} bits, not the Cryptographic Length {length}")
+
+
 def handle(ctx: RequestContext, payload: Item) -> Item:
     object_type = payload.value_of(T.OBJECT_TYPE.value)
     refuse_template(ctx, object_type)
@@ -161,5 +204,6 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
             )
     if object_type == ObjectType.CERTIFICATE.value:
         attrs += certificate_attributes(obj, given)
+    _labels_match(object_type, obj, attrs)  # type: ignore[arg-type]
     uid = objects.insert_new(ctx, object_type, obj, attrs)  # type: ignore[arg-type]
     return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, uid)])

@@ -207,3 +207,33 @@ def _struct(c: Conn, uid: str, version: tuple[int, int], name: str) -> Item:
     if version >= (2, 0):
         return out.get(T.ATTRIBUTES.value).get(T[name.upper().replace(" ", "_").replace(".", "_")].value)  # type: ignore[union-attr,return-value]
     return out.get(T.ATTRIBUTE.value).get(T.ATTRIBUTE_VALUE.value)  # type: ignore[union-attr,return-value]
+
+
+# -- Register refuses material that contradicts its labels -----------------------------------------
+def _private_key(der: bytes, algorithm: enums.CryptographicAlgorithm, length: int) -> Item:
+    return ttlv.struct_(T.PRIVATE_KEY, [ttlv.struct_(T.KEY_BLOCK, [
+        ttlv.enum(T.KEY_FORMAT_TYPE, enums.KeyFormatType.PKCS_8),
+        ttlv.struct_(T.KEY_VALUE, [ttlv.bytes_(T.KEY_MATERIAL, der)]),
+        ttlv.enum(T.CRYPTOGRAPHIC_ALGORITHM, algorithm), ttlv.integer(T.CRYPTOGRAPHIC_LENGTH, length)])])
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_register_refuses_contradicting_labels(conn: Conn, version: tuple[int, int]) -> None:
+    der = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    kind = ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.PRIVATE_KEY)
+    mask = ("Cryptographic Usage Mask", ttlv.integer(0, enums.CryptographicUsageMask.SIGN.value))
+    for algorithm, length in ((enums.CryptographicAlgorithm.RSA, 2048), (enums.CryptographicAlgorithm.EC, 384)):
+        conn.fails(Operation.REGISTER, [kind, _attrs(version, mask), _private_key(der, algorithm, length)], version,
+                   ResultReason.INVALID_FIELD)
+    # Control: the true labels are accepted.
+    conn.ok(Operation.REGISTER, [kind, _attrs(version, mask), _private_key(der, enums.CryptographicAlgorithm.EC, 256)],
+            version)
+    # A symmetric key shorter than its label.
+    short = ttlv.struct_(T.SYMMETRIC_KEY, [ttlv.struct_(T.KEY_BLOCK, [
+        ttlv.enum(T.KEY_FORMAT_TYPE, enums.KeyFormatType.RAW),
+        ttlv.struct_(T.KEY_VALUE, [ttlv.bytes_(T.KEY_MATERIAL, bytes(16))]),
+        ttlv.enum(T.CRYPTOGRAPHIC_ALGORITHM, enums.CryptographicAlgorithm.AES),
+        ttlv.integer(T.CRYPTOGRAPHIC_LENGTH, 256)])])
+    conn.fails(Operation.REGISTER, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY), _attrs(version, mask),
+                                    short], version, ResultReason.INVALID_FIELD)
