@@ -10,7 +10,6 @@ from __future__ import annotations
 from kmip.core.enums import (
     ClientRegistrationMethod,
     DestroyAction,
-    DRBGAlgorithm,
     ProfileName,
     ProtectionStorageMask,
     QueryFunction,
@@ -67,12 +66,10 @@ def _server_information(ctx: RequestContext) -> list[Item]:
 
 
 def _rngs(ctx: RequestContext) -> list[Item]:
-    # RNG Retrieve and server-made keys draw from the operating system's CSPRNG (getrandom: a
-    # ChaCha20 DRBG the kernel seeds and reseeds); KMIP has no DRBG Algorithm value for it.
-    return [ttlv.struct_(T.RNG_PARAMETERS, [
-        ttlv.enum(T.RNG_ALGORITHM, RNGAlgorithm.DRBG),
-        ttlv.enum(T.DRBG_ALGORITHM, DRBGAlgorithm.UNSPECIFIED),
-    ])]
+    # RNG Retrieve and server-made keys draw from the operating system's CSPRNG (getrandom, which
+    # the kernel seeds and reseeds); no KMIP RNG Algorithm names it, so Unspecified — the same
+    # value the Random Number Generator attribute of generated keys carries (create.py).
+    return [ttlv.struct_(T.RNG_PARAMETERS, [ttlv.enum(T.RNG_ALGORITHM, RNGAlgorithm.UNSPECIFIED)])]
 
 
 def _profiles(ctx: RequestContext) -> list[Item]:

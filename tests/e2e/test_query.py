@@ -50,7 +50,7 @@ def test_rngs_from_13(conn: Conn, version: tuple[int, int]) -> None:
     params = out.all(T.RNG_PARAMETERS.value)
     assert len(params) == (1 if version >= (1, 3) else 0)
     if params:
-        assert params[0].value_of(T.RNG_ALGORITHM.value) == enums.RNGAlgorithm.DRBG.value
+        assert params[0].value_of(T.RNG_ALGORITHM.value) == enums.RNGAlgorithm.UNSPECIFIED.value
 
 
 def _profiles(out: Item) -> set[int]:
