@@ -20,7 +20,7 @@ from kmip_bridge.protocol import ttlv
 from kmip_bridge.protocol.ttlv import Item
 
 from .conftest import Instance, Server
-from .rawkmip import Conn, attribute_names, get_attributes, open_conn, uid_, v1
+from .rawkmip import Conn, attribute_names, create_aes, date_attr, get_attributes, open_conn, uid_, v1
 
 pytestmark = pytest.mark.e2e
 VERSIONS = [(1, 4), (2, 1)]
@@ -237,3 +237,56 @@ def test_register_refuses_contradicting_labels(conn: Conn, version: tuple[int, i
         ttlv.integer(T.CRYPTOGRAPHIC_LENGTH, 256)])])
     conn.fails(Operation.REGISTER, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY), _attrs(version, mask),
                                     short], version, ResultReason.INVALID_FIELD)
+
+
+# -- a key Registered wrapped, unwrapped on Get (Key Wrap Type Not Wrapped) -------------------------
+def _aes(c: Conn, version: tuple[int, int], mask: int) -> str:
+    import time
+
+    return create_aes(c, version, date_attr("Activation Date", int(time.time()) - 60, version), mask=mask)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("encoding", [None, enums.EncodingOption.NO_ENCODING])
+def test_registered_wrapped_key_is_unwrapped_on_request(conn: Conn, version: tuple[int, int],
+                                                        encoding: enums.EncodingOption | None) -> None:
+    m = enums.CryptographicUsageMask
+    kek = _aes(conn, version, m.WRAP_KEY.value | m.UNWRAP_KEY.value)
+    target = _aes(conn, version, m.ENCRYPT.value)
+    plain = _material_of(conn.ok(Operation.GET, [uid_(target)], version))
+    spec = ttlv.struct_(T.KEY_WRAPPING_SPECIFICATION, [
+        ttlv.enum(T.WRAPPING_METHOD, enums.WrappingMethod.ENCRYPT),
+        ttlv.struct_(T.ENCRYPTION_KEY_INFORMATION, [uid_(kek)]),
+        ttlv.enum(T.ENCODING_OPTION, encoding) if encoding is not None else None])
+    wrapped = conn.ok(Operation.GET, [uid_(target), spec], version).get(T.SYMMETRIC_KEY.value)
+    out = conn.ok(Operation.REGISTER, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY),
+                                       _attrs(version, ("Cryptographic Usage Mask", ttlv.integer(0, m.ENCRYPT.value))),
+                                       wrapped], version)  # type: ignore[list-item]
+    uid = out.value_of(T.UNIQUE_IDENTIFIER.value)
+    # As registered by default (and when asked so): still wrapped.
+    as_stored = conn.ok(Operation.GET, [uid_(uid)], version).get(T.SYMMETRIC_KEY.value)  # type: ignore[arg-type]
+    assert as_stored.get(T.KEY_BLOCK.value).get(T.KEY_WRAPPING_DATA.value) is not None  # type: ignore[union-attr]
+    ask = ttlv.enum(T.KEY_WRAP_TYPE, enums.KeyWrapType.NOT_WRAPPED)
+    got = conn.ok(Operation.GET, [uid_(uid), ask], version)  # type: ignore[arg-type]
+    assert got.get(T.SYMMETRIC_KEY.value).get(T.KEY_BLOCK.value).get(T.KEY_WRAPPING_DATA.value) is None  # type: ignore[union-attr]
+    assert _material_of(got) == plain
+
+
+def test_unwrapping_needs_the_unwrap_key_usage(conn: Conn) -> None:
+    version, m = (1, 4), enums.CryptographicUsageMask
+    kek = _aes(conn, version, m.WRAP_KEY.value)  # may wrap, may not unwrap
+    target = _aes(conn, version, m.ENCRYPT.value)
+    spec = ttlv.struct_(T.KEY_WRAPPING_SPECIFICATION, [
+        ttlv.enum(T.WRAPPING_METHOD, enums.WrappingMethod.ENCRYPT),
+        ttlv.struct_(T.ENCRYPTION_KEY_INFORMATION, [uid_(kek)])])
+    wrapped = conn.ok(Operation.GET, [uid_(target), spec], version).get(T.SYMMETRIC_KEY.value)
+    out = conn.ok(Operation.REGISTER, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SYMMETRIC_KEY),
+                                       _attrs(version), wrapped], version)  # type: ignore[list-item]
+    bi = conn.call(Operation.GET, [uid_(out.value_of(T.UNIQUE_IDENTIFIER.value)),  # type: ignore[arg-type]
+                                   ttlv.enum(T.KEY_WRAP_TYPE, enums.KeyWrapType.NOT_WRAPPED)], version)
+    assert bi.value_of(T.RESULT_STATUS.value) == enums.ResultStatus.OPERATION_FAILED.value
+
+
+def _material_of(payload: Item) -> bytes:
+    return payload.get(T.SYMMETRIC_KEY.value).get(T.KEY_BLOCK.value).get(T.KEY_VALUE.value).value_of(  # type: ignore[union-attr,return-value]
+        T.KEY_MATERIAL.value)
