@@ -290,3 +290,47 @@ def test_unwrapping_needs_the_unwrap_key_usage(conn: Conn) -> None:
 def _material_of(payload: Item) -> bytes:
     return payload.get(T.SYMMETRIC_KEY.value).get(T.KEY_BLOCK.value).get(T.KEY_VALUE.value).value_of(  # type: ignore[union-attr,return-value]
         T.KEY_MATERIAL.value)
+
+
+# -- Ed25519 (KMIP 2.x) ------------------------------------------------------------------------------
+def _ed25519_pair(c: Conn, version: tuple[int, int]) -> Item:
+    import time
+
+    m = enums.CryptographicUsageMask
+    common = [ttlv.enum(T.CRYPTOGRAPHIC_ALGORITHM, enums.CryptographicAlgorithm.ED25519),
+              ttlv.date_time(T.ACTIVATION_DATE, int(time.time()) - 60)]
+    return c.call(Operation.CREATE_KEY_PAIR, [
+        ttlv.struct_(T.COMMON_ATTRIBUTES, common),
+        ttlv.struct_(T.PRIVATE_KEY_ATTRIBUTES, [ttlv.integer(T.CRYPTOGRAPHIC_USAGE_MASK, m.SIGN.value)]),
+        ttlv.struct_(T.PUBLIC_KEY_ATTRIBUTES, [ttlv.integer(T.CRYPTOGRAPHIC_USAGE_MASK, m.VERIFY.value)])], version)
+
+
+def test_ed25519_key_pair_signs_in_21(conn: Conn) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    version = (2, 1)
+    bi = _ed25519_pair(conn, version)
+    assert bi.value_of(T.RESULT_STATUS.value) == enums.ResultStatus.SUCCESS.value, bi.value_of(T.RESULT_MESSAGE.value)
+    out = bi.get(T.RESPONSE_PAYLOAD.value)
+    priv = out.value_of(T.PRIVATE_KEY_UNIQUE_IDENTIFIER.value)  # type: ignore[union-attr]
+    pub = out.value_of(T.PUBLIC_KEY_UNIQUE_IDENTIFIER.value)  # type: ignore[union-attr]
+    der = conn.ok(Operation.GET, [uid_(pub)], version).get(T.PUBLIC_KEY.value).get(  # type: ignore[arg-type,union-attr]
+        T.KEY_BLOCK.value).get(T.KEY_VALUE.value).value_of(T.KEY_MATERIAL.value)  # type: ignore[union-attr]
+    public = serialization.load_der_public_key(der)  # type: ignore[arg-type]
+    assert isinstance(public, ed25519.Ed25519PublicKey)
+    message = b"sign me, Ed25519"
+    signed = conn.ok(Operation.SIGN, [uid_(priv), ttlv.bytes_(T.DATA, message)], version)  # type: ignore[arg-type]
+    signature = signed.value_of(T.SIGNATURE_DATA.value)
+    public.verify(signature, message)  # type: ignore[arg-type]  # raises if the server signed wrongly
+    cases = ((message, enums.ValidityIndicator.VALID), (b"another message", enums.ValidityIndicator.INVALID))
+    for data, expected in cases:
+        got = conn.ok(Operation.SIGNATURE_VERIFY, [uid_(pub), ttlv.bytes_(T.DATA, data),  # type: ignore[arg-type]
+                                                   ttlv.bytes_(T.SIGNATURE_DATA, signature)], version)  # type: ignore[arg-type]
+        assert got.value_of(T.VALIDITY_INDICATOR.value) == expected.value
+    conn.fails(Operation.SIGN, [uid_(priv), ttlv.bytes_(T.DIGESTED_DATA, bytes(32))], version,  # type: ignore[arg-type]
+               ResultReason.INVALID_FIELD)
+
+
+def test_ed25519_is_not_offered_before_20(conn: Conn) -> None:
+    bi = _ed25519_pair(conn, (1, 4))
+    assert bi.value_of(T.RESULT_STATUS.value) == enums.ResultStatus.OPERATION_FAILED.value
