@@ -55,6 +55,8 @@ _ATTRIBUTES_BY_VERSION: dict[Version, tuple[str, ...]] = {
         "Certificate Issuer Title", "Certificate Issuer DC", "Certificate Issuer DN Qualifier",
         "Key Format Type", "NIST Key Type", "Opaque Data Type", "Protection Level",
         "Protection Period", "Protection Storage Mask", "Quantum Safe", "Short Unique Identifier",
+    ),
+    V21: (
         "Rotate Automatic", "Rotate Date", "Rotate Generation", "Rotate Interval", "Rotate Latest",
         "Rotate Name", "Rotate Offset",
     ),
