@@ -606,6 +606,20 @@ def test_derive_key_pbkdf2_hmac_hash_encrypt(conns: dict[str, Conn]) -> None:
     assert "not Active" in str(bi.value_of(T.RESULT_MESSAGE.value))
 
 
+def test_derive_key_accepts_every_listed_hashing_algorithm(conns: dict[str, Conn]) -> None:
+    """DeriveKey takes every Hashing Algorithm the server uses for MAC and Sign, MD5 included."""
+    alice = conns["alice"]
+    base = alice.create_aes(a1("Cryptographic Usage Mask", ttlv.integer(T.ATTRIBUTE_VALUE, USAGE.DERIVE_KEY.value)))
+    alice.activate(base)
+    k = material(alice.get(base)).value
+    data = ttlv.bytes_(T.DERIVATION_DATA, b"context-2")
+    for algorithm, name in ((enums.HashingAlgorithm.MD5, "md5"), (enums.HashingAlgorithm.SHA_1, "sha1"),
+                            (enums.HashingAlgorithm.SHA3_256, "sha3_256"), (enums.HashingAlgorithm.SHA_512, "sha512")):
+        params = ttlv.struct_(T.CRYPTOGRAPHIC_PARAMETERS, [ttlv.enum(T.HASHING_ALGORITHM, algorithm)])
+        derived = _derived_uid(_derive(alice, base, enums.DerivationMethod.HASH, [params, data], length=128))
+        assert material(alice.get(derived)).value == hashlib.new(name, k + b"context-2").digest()[:16], name  # type: ignore[operator]
+
+
 # -- tenants ---------------------------------------------------------------------------------------
 def test_other_tenant_gets_item_not_found(conns: dict[str, Conn]) -> None:
     alice, bob = conns["alice"], conns["bob"]
