@@ -22,6 +22,7 @@ from kmip.core.enums import (
     CryptographicUsageMask,
     EncodingOption,
     HashingAlgorithm,
+    KeyFormatType,
     KeyWrapType,
     MaskGenerator,
     ObjectType,
@@ -36,7 +37,7 @@ from ..protocol import ttlv
 from ..protocol.errors import KmipError, invalid_field, not_found
 from ..protocol.ttlv import Item, Type
 from ..store import ObjectRow
-from . import formats, keys, objects
+from . import formats, keys, objects, pkcs12
 from .context import RequestContext
 
 HASHES: dict[int, type[hashes.HashAlgorithm]] = {
@@ -78,7 +79,10 @@ def prepare_for_get(ctx: RequestContext, row: ObjectRow, obj: Item, payload: Ite
     if wanted is not None:
         if not isinstance(wanted, int):
             raise invalid_field("Key Format Type must be an enumeration")
-        obj = formats.convert(obj, row.object_type, wanted)
+        if wanted == KeyFormatType.PKCS_12.value and row.object_type == ObjectType.PRIVATE_KEY.value:
+            obj = pkcs12.export(ctx, row.uid, obj)  # with its certificate chain, under its password
+        else:
+            obj = formats.convert(obj, row.object_type, wanted)
     if spec is not None:
         obj = wrap(ctx, row, obj, spec)
     return obj

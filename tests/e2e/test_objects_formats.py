@@ -334,3 +334,63 @@ def test_ed25519_key_pair_signs_in_21(conn: Conn) -> None:
 def test_ed25519_is_not_offered_before_20(conn: Conn) -> None:
     bi = _ed25519_pair(conn, (1, 4))
     assert bi.value_of(T.RESULT_STATUS.value) == enums.ResultStatus.OPERATION_FAILED.value
+
+
+# -- PKCS#12 ------------------------------------------------------------------------------------------
+def _cert(subject: str, key: object, issuer_name: str, issuer_key: object) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    return (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())  # type: ignore[attr-defined]
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(issuer_key, hashes.SHA256()))  # type: ignore[arg-type]
+
+
+def _register_v14(c: Conn, kind: enums.ObjectType, obj: Item) -> str:
+    out = c.ok(Operation.REGISTER, [ttlv.enum(T.OBJECT_TYPE, kind), _attrs((1, 4)), obj], (1, 4))
+    return out.value_of(T.UNIQUE_IDENTIFIER.value)  # type: ignore[return-value]
+
+
+def _certificate_object(cert: x509.Certificate) -> Item:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return ttlv.struct_(T.CERTIFICATE, [ttlv.enum(T.CERTIFICATE_TYPE, enums.CertificateType.X_509),
+                                        ttlv.bytes_(T.CERTIFICATE_VALUE, der)])
+
+
+def _link(c: Conn, uid: str, link_type: enums.LinkType, target: str) -> None:
+    value = ttlv.struct_(T.ATTRIBUTE_VALUE, [ttlv.enum(T.LINK_TYPE, link_type),
+                                             ttlv.text(T.LINKED_OBJECT_IDENTIFIER, target)])
+    c.ok(Operation.ADD_ATTRIBUTE, [uid_(uid), v1("Link", value)], (1, 4))
+
+
+def test_get_private_key_as_pkcs12_with_its_chain(conn: Conn) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    key = rsa.generate_private_key(65537, 2048)
+    ca = _cert("kmip test CA", ca_key, "kmip test CA", ca_key)
+    leaf = _cert("kmip leaf", key, "kmip test CA", ca_key)
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    priv = _register_v14(conn, enums.ObjectType.PRIVATE_KEY, _private_key(der, enums.CryptographicAlgorithm.RSA, 2048))
+    leaf_uid = _register_v14(conn, enums.ObjectType.CERTIFICATE, _certificate_object(leaf))
+    ca_uid = _register_v14(conn, enums.ObjectType.CERTIFICATE, _certificate_object(ca))
+    password = _register_v14(conn, enums.ObjectType.SECRET_DATA, ttlv.struct_(T.SECRET_DATA, [
+        ttlv.enum(T.SECRET_DATA_TYPE, enums.SecretDataType.PASSWORD), ttlv.struct_(T.KEY_BLOCK, [
+            ttlv.enum(T.KEY_FORMAT_TYPE, enums.KeyFormatType.OPAQUE),
+            ttlv.struct_(T.KEY_VALUE, [ttlv.bytes_(T.KEY_MATERIAL, b"pkcs12 s3cret")])])]))
+    as_pkcs12 = ttlv.enum(T.KEY_FORMAT_TYPE, enums.KeyFormatType.PKCS_12)
+    # No password linked yet: refused rather than an unprotected PKCS#12.
+    conn.fails(Operation.GET, [uid_(priv), as_pkcs12], (1, 4), ResultReason.MISSING_DATA)
+    _link(conn, priv, enums.LinkType.PKCS12_PASSWORD_LINK, password)
+    _link(conn, priv, enums.LinkType.PKCS12_CERTIFICATE_LINK, leaf_uid)
+    _link(conn, leaf_uid, enums.LinkType.CERTIFICATE_LINK, ca_uid)
+    got = conn.ok(Operation.GET, [uid_(priv), as_pkcs12], (1, 4)).get(T.PRIVATE_KEY.value).get(T.KEY_BLOCK.value)  # type: ignore[union-attr]
+    assert got.value_of(T.KEY_FORMAT_TYPE.value) == enums.KeyFormatType.PKCS_12.value  # type: ignore[union-attr]
+    blob = got.get(T.KEY_VALUE.value).value_of(T.KEY_MATERIAL.value)  # type: ignore[union-attr]
+    k, c, chain = pkcs12.load_key_and_certificates(blob, b"pkcs12 s3cret")  # type: ignore[arg-type]
+    assert k.private_numbers() == key.private_numbers()  # type: ignore[union-attr]
+    assert c == leaf and chain == [ca]
+    with pytest.raises(ValueError):
+        pkcs12.load_key_and_certificates(blob, b"wrong password")  # type: ignore[arg-type]
