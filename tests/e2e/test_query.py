@@ -62,6 +62,7 @@ def test_profiles_only_those_verified_at_that_version(conn: Conn) -> None:
     assert enums.ProfileName.SYMMETRIC_KEY_LIFECYCLE_SERVER_KMIPv14.value in p14
     # Tape Library fails a mandatory vector; the server speaks no HTTPS/JSON/XML: not claimed.
     assert enums.ProfileName.TAPE_LIBRARY_SERVER_KMIPv14.value not in p14
+    assert enums.ProfileName.BASELINE_SERVER_TLSv12_KMIPv14.value not in p14  # no 1.4 Baseline vectors here
     assert enums.ProfileName.HTTPS_SERVER_KMIPv14.value not in p14
     assert all(0x79 <= p <= 0x9C for p in p14)  # 1.4 names only
     out21 = _query(conn, (2, 1), Q.QUERY_PROFILES)
