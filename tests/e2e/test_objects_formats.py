@@ -24,6 +24,7 @@ from .rawkmip import Conn, attribute_names, create_aes, date_attr, get_attribute
 
 pytestmark = pytest.mark.e2e
 VERSIONS = [(1, 4), (2, 1)]
+EVERY = [(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (2, 0), (2, 1)]
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def _value(c: Conn, uid: str, version: tuple[int, int], name: str) -> object:
 
 
 # -- Create of Secret Data --------------------------------------------------------------------------
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", EVERY)
 def test_create_secret_data(conn: Conn, version: tuple[int, int]) -> None:
     mask = ("Cryptographic Usage Mask", ttlv.integer(0, enums.CryptographicUsageMask.DERIVE_KEY.value))
     out = conn.ok(Operation.CREATE, [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SECRET_DATA),
@@ -110,7 +111,7 @@ def _uid(bi: Item) -> str:
     return bi.get(T.RESPONSE_PAYLOAD.value).value_of(T.UNIQUE_IDENTIFIER.value)  # type: ignore[union-attr,return-value]
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", EVERY[2:])  # Key Value Present / Location: KMIP 1.2
 def test_register_without_key_value_is_metadata_only(conn: Conn, version: tuple[int, int]) -> None:
     location = ("Key Value Location",
                 ttlv.struct_(0, [ttlv.text(T.KEY_VALUE_LOCATION_VALUE, "hsm://vault-7/slot-3"),
@@ -217,7 +218,7 @@ def _private_key(der: bytes, algorithm: enums.CryptographicAlgorithm, length: in
         ttlv.enum(T.CRYPTOGRAPHIC_ALGORITHM, algorithm), ttlv.integer(T.CRYPTOGRAPHIC_LENGTH, length)])])
 
 
-@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("version", EVERY)
 def test_register_refuses_contradicting_labels(conn: Conn, version: tuple[int, int]) -> None:
     der = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
