@@ -19,7 +19,7 @@ from .conftest import Instance, Server
 from .rawkmip import Conn, create_aes, date_attr, get_attributes, open_conn, uid_, v1
 
 pytestmark = pytest.mark.e2e
-VERSIONS = [(1, 0), (1, 4), (2, 1)]
+VERSIONS = [(1, 0), (1, 1), (1, 2), (1, 3), (1, 4), (2, 0), (2, 1)]
 
 
 @pytest.fixture(scope="module")

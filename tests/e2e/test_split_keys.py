@@ -18,7 +18,7 @@ from .conftest import Instance, Server
 from .rawkmip import Conn, create_aes, get_attributes, open_conn, uid_
 
 pytestmark = pytest.mark.e2e
-VERSIONS = [(1, 2), (1, 4), (2, 1)]
+VERSIONS = [(1, 2), (1, 3), (1, 4), (2, 0), (2, 1)]
 PRIME = 2**521 - 1  # a Mersenne prime larger than any 256-bit key
 
 
