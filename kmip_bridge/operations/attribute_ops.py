@@ -16,7 +16,7 @@ from kmip.core.enums import ResultReason, State
 from kmip.core.enums import Tags as T
 
 from ..protocol import attributes as wire
-from ..protocol import ttlv
+from ..protocol import ttlv, versions
 from ..protocol.attributes import Attribute
 from ..protocol.errors import KmipError, invalid_field, missing
 from ..protocol.ttlv import Item, Type
@@ -138,6 +138,11 @@ def _check_writable(ctx: RequestContext, row: ObjectRow, attr: Attribute, existi
     """Refuses a value the client may not give this attribute of this object now."""
     if wire.is_custom(attr.name):
         return  # x-/y- attributes: any type, any number of instances
+    if not versions.attribute_in(attr.name, ctx.version):
+        raise _by_version(
+            ctx, ResultReason.INVALID_FIELD, ResultReason.UNSUPPORTED_ATTRIBUTE,
+            f"'{attr.name}' is not an attribute of KMIP {ctx.version[0]}.{ctx.version[1]}",
+        )
     rule = _WRITABLE.get(attr.name)
     if rule is None:
         if wire.tag_for(attr.name) is not None:

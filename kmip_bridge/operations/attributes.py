@@ -5,30 +5,17 @@ from __future__ import annotations
 from kmip.core.enums import Tags as T
 
 from ..protocol import attributes as wire
-from ..protocol import ttlv
+from ..protocol import ttlv, versions
 from ..protocol.attributes import Attribute
 from ..protocol.ttlv import Item
 from . import objects
 from .context import RequestContext
 
-# Attributes added by later KMIP versions are not shown to clients speaking an earlier one.
-SINCE: dict[str, tuple[int, int]] = {
-    "Random Number Generator": (1, 3),
-    "Original Creation Date": (1, 3),
-    "Sensitive": (1, 4),
-    "Always Sensitive": (1, 4),
-    "Extractable": (1, 4),
-    "Never Extractable": (1, 4),
-    "Short Unique Identifier": (2, 0),
-    "Key Format Type": (2, 0),
-    "Protection Storage Mask": (2, 0),
-    "Certificate Subject CN": (2, 0),
-    "Certificate Issuer CN": (2, 0),
-}
-
 
 def all_attributes(ctx: RequestContext, uid: str, names: list[str] | None = None) -> list[Attribute]:
-    return [a for a in _all_attributes(ctx, uid, names) if SINCE.get(a.name, (1, 0)) <= ctx.version]
+    """The object's attributes that the request's protocol version defines (a KMIP 1.0 client
+    is never shown Fresh, a 1.x client never Short Unique Identifier): versions.py decides."""
+    return [a for a in _all_attributes(ctx, uid, names) if versions.attribute_in(a.name, ctx.version)]
 
 
 def _all_attributes(ctx: RequestContext, uid: str, names: list[str] | None = None) -> list[Attribute]:

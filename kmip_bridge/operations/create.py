@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import secrets
 
-from kmip.core.enums import CryptographicAlgorithm, KeyFormatType, ObjectType, ResultReason, RNGAlgorithm
+from kmip.core.enums import (
+    CryptographicAlgorithm,
+    KeyFormatType,
+    ObjectType,
+    ResultReason,
+    RNGAlgorithm,
+    SecretDataType,
+)
 from kmip.core.enums import Tags as T
 
 from ..protocol import ttlv
@@ -69,10 +76,45 @@ def generation_attributes(attrs: list[objects.Attribute]) -> list[objects.Attrib
     return out
 
 
+# Server-generated Secret Data (a random seed): its length in bits, unless the client gives one.
+SECRET_DEFAULT_BITS = 256
+SECRET_MAX_BITS = 8 * 4096
+
+
+def _secret_data(ctx: RequestContext, attrs: list[objects.Attribute]) -> Item:
+    """Create of Secret Data: random bytes of the requested Cryptographic Length (bits, a
+    multiple of 8), typed Seed, in an Opaque Key Block."""
+    given = {a.name: a.value.value for a in attrs}
+    length = given.get("Cryptographic Length", SECRET_DEFAULT_BITS)
+    if not isinstance(length, int) or isinstance(length, bool) or not 8 <= length <= SECRET_MAX_BITS or length % 8:
+        raise KmipError(ResultReason.INVALID_FIELD,
+                        f"Cryptographic Length of Secret Data must be a multiple of 8 from 8 to {SECRET_MAX_BITS}")
+    if "Cryptographic Algorithm" in given:
+        raise KmipError(ResultReason.INVALID_FIELD, "Secret Data has no Cryptographic Algorithm")
+    block = ttlv.struct_(T.KEY_BLOCK, [
+        ttlv.enum(T.KEY_FORMAT_TYPE, KeyFormatType.OPAQUE),
+        ttlv.struct_(T.KEY_VALUE, [ttlv.bytes_(T.KEY_MATERIAL, secrets.token_bytes(length // 8))]),
+    ])
+    if "Cryptographic Length" not in given:
+        attrs.append(objects.Attribute("Cryptographic Length", objects.value_item(Type.INTEGER, length)))
+    return ttlv.struct_(T.SECRET_DATA, [ttlv.enum(T.SECRET_DATA_TYPE, SecretDataType.SEED), block])
+
+
 def handle(ctx: RequestContext, payload: Item) -> Item:
     object_type = payload.value_of(T.OBJECT_TYPE.value)
+    if object_type == ObjectType.TEMPLATE.value and not ctx.v2:
+        raise KmipError(ResultReason.FEATURE_NOT_SUPPORTED, "Template objects are not supported")
+    if object_type == ObjectType.SECRET_DATA.value:
+        attrs = objects.client_attributes(objects.request_attributes(ctx, payload))
+        obj = _secret_data(ctx, attrs)
+        attrs += generation_attributes(attrs)
+        uid = objects.insert_new(ctx, ObjectType.SECRET_DATA.value, obj, attrs)
+        return ttlv.struct_(
+            T.RESPONSE_PAYLOAD,
+            [ttlv.enum(T.OBJECT_TYPE, ObjectType.SECRET_DATA), ttlv.text(T.UNIQUE_IDENTIFIER, uid)],
+        )
     if object_type != ObjectType.SYMMETRIC_KEY.value:
-        raise KmipError(ResultReason.INVALID_FIELD, "Create makes symmetric keys only")
+        raise KmipError(ResultReason.INVALID_FIELD, "Create makes symmetric keys and secret data only")
     attrs = objects.client_attributes(objects.request_attributes(ctx, payload))
     by_name = {a.name: a.value.value for a in attrs}
     algorithm = by_name.get("Cryptographic Algorithm")

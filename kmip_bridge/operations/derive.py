@@ -47,7 +47,7 @@ from ..protocol.errors import KmipError, invalid_field, missing
 from ..protocol.ttlv import Item, Type
 from . import create, export, formats, keys, objects
 from .context import RequestContext
-from .key_wrap import hash_for, unsupported
+from .keyuse import hash_for, unsupported  # every Hashing Algorithm the server lists, MD5 included
 
 # A client-chosen iteration count runs on a worker thread: bound it (OWASP asks ~1.3M for SHA-1).
 MAX_ITERATIONS = 2_000_000

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .. import keyhsm, logs, metrics
-from ..protocol import messages, ttlv
+from ..protocol import messages, ttlv, versions
 from ..protocol.errors import KmipError
 from ..protocol.messages import BatchItem, Request, Response, Result
 from ..protocol.ttlv import Item, Type
@@ -37,10 +37,12 @@ from . import (
     locate,
     mac,
     misc_crypto,
+    optional,
     query,
     register,
     rekey,
     signing,
+    split_keys,
 )
 from .context import RequestContext, Services
 
@@ -80,6 +82,12 @@ HANDLERS: dict[int, Handler] = {
     Operation.REKEY.value: rekey.handle,
     Operation.REKEY_KEY_PAIR.value: key_pair.rekey_key_pair,
     Operation.DERIVE_KEY.value: derive.handle,
+    Operation.OBTAIN_LEASE.value: optional.obtain_lease,
+    Operation.GET_USAGE_ALLOCATION.value: optional.get_usage_allocation,
+    Operation.POLL.value: optional.poll,
+    Operation.CANCEL.value: optional.cancel,
+    Operation.CREATE_SPLIT_KEY.value: split_keys.create_split_key,
+    Operation.JOIN_SPLIT_KEY.value: split_keys.join_split_key,
 }
 
 
@@ -180,7 +188,8 @@ def _driver_error(exc: Exception) -> bool:
 
 
 def run_item(ctx: RequestContext, item: BatchItem) -> Result:
-    handler = HANDLERS.get(item.operation)
+    # An operation the request's protocol version does not define is not supported in it.
+    handler = HANDLERS.get(item.operation) if versions.operation_in(item.operation, ctx.version) else None
     started = time.perf_counter()
     if handler is None:
         error = KmipError(
@@ -323,7 +332,8 @@ def process(ctx: RequestContext, request: Request) -> Response:
         version=request.version,
         client_correlation_value=request.client_correlation_value,
         # The request id of the server's log lines, so that a client can quote it.
-        server_correlation_value=(logs.request_id() or uuid.uuid4().hex[:16]) if request.version >= (2, 0) else None,
+        server_correlation_value=(logs.request_id() or uuid.uuid4().hex[:16])
+        if request.version >= versions.CORRELATION_VALUES_SINCE else None,
     )
     budget = _Budget(ctx.services.budgets.max_response_size, request.maximum_response_size)
     if request.client_correlation_value is not None:  # echoed in the response header

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from kmip.core.enums import (
     CertificateType,
     CryptographicAlgorithm,
@@ -38,6 +38,7 @@ CURVES: dict[int, type[ec.EllipticCurve]] = {
     RecommendedCurve.P_256.value: ec.SECP256R1,
     RecommendedCurve.P_384.value: ec.SECP384R1,
     RecommendedCurve.P_521.value: ec.SECP521R1,
+    RecommendedCurve.SECP256K1.value: ec.SECP256K1,
 }
 _CURVE_BY_NAME = {cls.name: enum for enum, cls in CURVES.items()}
 
@@ -52,8 +53,9 @@ _EC_PUBLIC_TRANSPARENT = frozenset(
      F.TRANSPARENT_ECDH_PUBLIC_KEY.value, F.TRANSPARENT_ECMQV_PUBLIC_KEY.value}
 )
 
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | dsa.DSAPrivateKey
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | dsa.DSAPublicKey
+# Ed25519 (KMIP 2.x): PKCS#8 / X.509 SubjectPublicKeyInfo only.
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | dsa.DSAPrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | dsa.DSAPublicKey | ed25519.Ed25519PublicKey
 
 
 def not_supported(message: str) -> KmipError:
@@ -122,7 +124,8 @@ def _ints(material: Item, *tags: T) -> list[int]:
 def load_private(fmt: int, material: Item) -> PrivateKey:
     if fmt in (F.PKCS_1.value, F.PKCS_8.value, F.EC_PRIVATE_KEY.value) and material.type == Type.BYTE_STRING:
         key = serialization.load_der_private_key(material.value, password=None)  # type: ignore[arg-type]
-        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, dsa.DSAPrivateKey)):
+        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, dsa.DSAPrivateKey,
+                                ed25519.Ed25519PrivateKey)):
             raise not_supported("unsupported private key type")
         return key
     if material.type != Type.STRUCTURE:
@@ -153,7 +156,8 @@ def load_public(fmt: int, material: Item) -> PublicKey:
         data: bytes = material.value  # type: ignore[assignment]
         if fmt in (F.PKCS_1.value, F.X_509.value):  # RSAPublicKey or SubjectPublicKeyInfo DER
             key = serialization.load_der_public_key(data)
-            if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, dsa.DSAPublicKey)):
+            if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, dsa.DSAPublicKey,
+                                    ed25519.Ed25519PublicKey)):
                 raise not_supported("unsupported public key type")
             return key
         raise not_supported("unsupported public Key Format Type")

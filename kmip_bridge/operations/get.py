@@ -5,7 +5,7 @@ from __future__ import annotations
 from kmip.core.enums import Tags as T
 
 from ..protocol import ttlv
-from ..protocol.ttlv import Item
+from ..protocol.ttlv import Item, Type
 from . import key_wrap, objects
 from .context import RequestContext
 
@@ -17,6 +17,8 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         obj = objects.open_material(ctx, row)
         # Export checks, Key Format Type conversion and Key Wrapping Specification live in key_wrap.
         obj = key_wrap.prepare_for_get(ctx, row, obj, payload)
+    if not ctx.v2:
+        obj = _without_attributes(obj)
     if row.fresh:
         ctx.services.store.mark_served(uid)
     ctx.id_placeholder = uid
@@ -24,3 +26,19 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         T.RESPONSE_PAYLOAD,
         [ttlv.enum(T.OBJECT_TYPE, row.object_type), ttlv.text(T.UNIQUE_IDENTIFIER, uid), obj],
     )
+
+
+def _without_attributes(obj: Item) -> Item:
+    """The object with no attributes inside its (unwrapped) Key Value. KMIP 1.x allows them
+    there, but 1.x clients' decoders are known to reject any, and the same attributes are one
+    GetAttributes away; a wrapped Key Value (a byte string) is left as it is."""
+    block = obj.get(T.KEY_BLOCK.value)
+    value = block.get(T.KEY_VALUE.value) if block is not None else None
+    if block is None or value is None or value.type != Type.STRUCTURE:
+        return obj
+    kept = [c for c in value if c.tag not in (T.ATTRIBUTE.value, T.ATTRIBUTES.value)]
+    if len(kept) == len(value.value):  # type: ignore[arg-type]
+        return obj
+    new_value = ttlv.struct_(T.KEY_VALUE, kept)
+    new_block = ttlv.struct_(T.KEY_BLOCK, [new_value if c.tag == T.KEY_VALUE.value else c for c in block])
+    return Item(obj.tag, Type.STRUCTURE, [new_block if c.tag == T.KEY_BLOCK.value else c for c in obj])

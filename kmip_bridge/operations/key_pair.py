@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from kmip.core.enums import CryptographicAlgorithm, KeyFormatType, LinkType, ObjectType, RecommendedCurve, ResultReason
 from kmip.core.enums import Tags as T
 
@@ -27,11 +27,14 @@ RSA_LENGTHS = range(1024, 4097)
 PUBLIC_EXPONENT = 65537
 # Curves CreateKeyPair generates, and their Cryptographic Length.
 EC_CURVES = {
+    RecommendedCurve.P_224.value: 224,
     RecommendedCurve.P_256.value: 256,
     RecommendedCurve.P_384.value: 384,
     RecommendedCurve.P_521.value: 521,
+    RecommendedCurve.SECP256K1.value: 256,  # only when named: a bare length 256 means P-256
 }
-_CURVE_BY_LENGTH = {length: curve for curve, length in EC_CURVES.items()}
+_CURVE_BY_LENGTH = {length: curve for curve, length in EC_CURVES.items()
+                    if curve != RecommendedCurve.SECP256K1.value}
 
 
 # -- what to generate ------------------------------------------------------------------------------
@@ -77,11 +80,15 @@ def generate(priv: list[Attribute], pub: list[Attribute]) -> tuple[formats.Priva
         if not isinstance(length, int) or length not in RSA_LENGTHS or length % 8:
             raise invalid_field("an RSA key pair needs a Cryptographic Length of 1024 to 4096 bits")
         return rsa.generate_private_key(PUBLIC_EXPONENT, length), algorithm, length
+    if algorithm == A.ED25519.value:
+        if length not in (None, 256):
+            raise invalid_field("an Ed25519 key is 256 bits")
+        return ed25519.Ed25519PrivateKey.generate(), algorithm, 256
     if algorithm in formats.EC_ALGORITHMS:
         curve = _curve(priv, pub, length)
         key = ec.generate_private_key(formats.CURVES[curve]())
         return key, algorithm, EC_CURVES[curve]  # type: ignore[return-value]
-    raise invalid_field("CreateKeyPair makes RSA and EC (ECDSA, ECDH) key pairs only")
+    raise invalid_field("CreateKeyPair makes RSA, EC (ECDSA, ECDH) and (KMIP 2.x) Ed25519 key pairs only")
 
 
 def regenerate(key: formats.PrivateKey) -> formats.PrivateKey:
@@ -92,6 +99,8 @@ def regenerate(key: formats.PrivateKey) -> formats.PrivateKey:
         return ec.generate_private_key(key.curve)
     if isinstance(key, dsa.DSAPrivateKey):
         return key.parameters().generate_private_key()
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return ed25519.Ed25519PrivateKey.generate()
     raise KmipError(ResultReason.FEATURE_NOT_SUPPORTED, "this kind of key pair cannot be re-keyed")
 
 
@@ -146,6 +155,8 @@ def create_key_pair(ctx: RequestContext, payload: Item) -> Item:
     common, priv_t, pub_t = keys.pair_templates(payload)
     priv_attrs = objects.client_attributes(keys.override(common, priv_t))
     pub_attrs = objects.client_attributes(keys.override(common, pub_t))
+    if not ctx.v2 and _agreed("Cryptographic Algorithm", priv_attrs, pub_attrs) == A.ED25519.value:
+        raise invalid_field("Ed25519 is a KMIP 2.x algorithm")
     key, algorithm, length = generate(priv_attrs, pub_attrs)
     priv_uid, pub_uid = str(uuid.uuid4()), str(uuid.uuid4())
     with ctx.services.store.unit_of_work():  # both halves or neither
@@ -186,7 +197,8 @@ def rekey_key_pair(ctx: RequestContext, payload: Item) -> Item:
     if not isinstance(algorithm, int):
         algorithm = A.RSA.value if isinstance(key, rsa.RSAPrivateKey) else (
             A.DSA.value if isinstance(key, dsa.DSAPrivateKey) else A.EC.value)
-    length = key.key_size if not isinstance(key, ec.EllipticCurvePrivateKey) else key.curve.key_size
+    length = (256 if isinstance(key, ed25519.Ed25519PrivateKey)
+              else key.curve.key_size if isinstance(key, ec.EllipticCurvePrivateKey) else key.key_size)
 
     new_priv, new_pub = str(uuid.uuid4()), str(uuid.uuid4())
     priv_attrs = keys.with_link(priv_attrs, LinkType.REPLACED_OBJECT_LINK.value, uid)

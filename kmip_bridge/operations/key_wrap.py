@@ -19,8 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from kmip.core.enums import (
     BlockCipherMode,
     CryptographicAlgorithm,
+    CryptographicUsageMask,
     EncodingOption,
     HashingAlgorithm,
+    KeyFormatType,
+    KeyWrapType,
     MaskGenerator,
     ObjectType,
     PaddingMethod,
@@ -31,10 +34,10 @@ from kmip.core.enums import Tags as T
 
 from ..protocol import attributes as wire
 from ..protocol import ttlv
-from ..protocol.errors import KmipError, invalid_field
+from ..protocol.errors import KmipError, invalid_field, not_found
 from ..protocol.ttlv import Item, Type
 from ..store import ObjectRow
-from . import export, formats, keys, objects
+from . import export, formats, keys, objects, pkcs12
 from .context import RequestContext
 
 HASHES: dict[int, type[hashes.HashAlgorithm]] = {
@@ -69,11 +72,17 @@ def prepare_for_get(ctx: RequestContext, row: ObjectRow, obj: Item, payload: Ite
     """``obj`` as Get returns it for this request."""
     spec = payload.get(T.KEY_WRAPPING_SPECIFICATION.value) if payload is not None else None
     protection = export.require_export(ctx, row, wrapped=spec is not None)
+    wrap_type = payload.value_of(T.KEY_WRAP_TYPE.value) if payload is not None else None
+    if wrap_type == KeyWrapType.NOT_WRAPPED.value:
+        obj = unwrap_stored(ctx, obj)
     wanted = payload.value_of(T.KEY_FORMAT_TYPE.value) if payload is not None else None
     if wanted is not None:
         if not isinstance(wanted, int):
             raise invalid_field("Key Format Type must be an enumeration")
-        obj = formats.convert(obj, row.object_type, wanted)
+        if wanted == KeyFormatType.PKCS_12.value and row.object_type == ObjectType.PRIVATE_KEY.value:
+            obj = pkcs12.export(ctx, row.uid, obj)  # with its certificate chain, under its password
+        else:
+            obj = formats.convert(obj, row.object_type, wanted)
     if spec is not None:
         obj = wrap(ctx, row, obj, spec, protection)
     return obj
@@ -151,6 +160,24 @@ def _key_value_with(ctx: RequestContext, row: ObjectRow, value: Item, names: lis
     return ttlv.struct_(T.KEY_VALUE, [*material, *extra])
 
 
+def _wrapping_key(ctx: RequestContext, uid: str,
+                  usage: int = CryptographicUsageMask.WRAP_KEY.value) -> ObjectRow:
+    try:
+        # The WrapKey grant as for wrapping: unwrapping under a key is as much an oracle.
+        row = objects.load_visible(ctx, uid, operation=export.WRAP_KEY)
+    except KmipError as exc:
+        if exc.reason in (ResultReason.ITEM_NOT_FOUND.value, ResultReason.OBJECT_NOT_FOUND.value):
+            if ctx.v2:
+                raise KmipError(ResultReason.WRAPPING_OBJECT_NOT_FOUND, "wrapping key not found") from None
+            raise not_found("wrapping key") from None
+        raise
+    if not row.has_material:
+        raise keys.by_version(ctx, ResultReason.ITEM_NOT_FOUND, ResultReason.WRAPPING_OBJECT_DESTROYED,
+                              "the wrapping key was destroyed")
+    keys.require_usable(ctx, row, usage, "wrapping key", mask_required=True)
+    return row
+
+
 def _stored_parameters(ctx: RequestContext, uid: str) -> Item | None:
     """The wrapping key's own Cryptographic Parameters, used when the request names none."""
     rows = ctx.services.store.load_attributes(uid, ["Cryptographic Parameters"])
@@ -201,3 +228,53 @@ def _encrypt(ctx: RequestContext, row: ObjectRow, key_obj: Item, params: Item | 
     except ValueError:
         raise KmipError(ResultReason.CRYPTOGRAPHIC_FAILURE,
                         "the key is too large to wrap with this RSA key and OAEP hash") from None
+
+
+# -- unwrapping a key registered wrapped -----------------------------------------------------------
+def unwrap_stored(ctx: RequestContext, obj: Item) -> Item:
+    """A key Registered wrapped, unwrapped for a Get with Key Wrap Type Not Wrapped — when the
+    wrapping key is an AES key on this server that the caller may use to Unwrap Key. (RSA-wrapped
+    keys would need the private key behind the public one named: not offered.) A key that is not
+    wrapped is returned as it is."""
+    block = formats.block_of(obj)
+    data = block.get(T.KEY_WRAPPING_DATA.value) if block is not None else None
+    if block is None or data is None:
+        return obj
+    if data.value_of(T.WRAPPING_METHOD.value) != WrappingMethod.ENCRYPT.value:
+        raise KmipError(ResultReason.FEATURE_NOT_SUPPORTED, "only keys wrapped by encryption can be unwrapped")
+    info = data.get(T.ENCRYPTION_KEY_INFORMATION.value)
+    uid = info.value_of(T.UNIQUE_IDENTIFIER.value) if info is not None else None
+    if not isinstance(uid, str):
+        raise invalid_field("the stored Key Wrapping Data names no wrapping key")
+    wrapping_row = _wrapping_key(ctx, uid, CryptographicUsageMask.UNWRAP_KEY.value)
+    if wrapping_row.object_type != ObjectType.SYMMETRIC_KEY.value:
+        raise unsupported(ctx, "only keys wrapped with an AES key on this server can be unwrapped")
+    params = info.get(T.CRYPTOGRAPHIC_PARAMETERS.value) or _stored_parameters(ctx, uid)  # type: ignore[union-attr]
+    key = formats.raw_bytes(objects.open_material(ctx, wrapping_row))
+    no_encoding = data.value_of(T.ENCODING_OPTION.value) == EncodingOption.NO_ENCODING.value
+    value = block.get(T.KEY_VALUE.value)
+    wrapped = value.value_of(T.KEY_MATERIAL.value) if value is not None and value.type == Type.STRUCTURE else (
+        value.value if value is not None else None)
+    if not isinstance(wrapped, bytes):
+        raise KmipError(ResultReason.KEY_VALUE_NOT_PRESENT, "the key has no wrapped Key Value")
+    try:
+        if _param(params, T.BLOCK_CIPHER_MODE) == BlockCipherMode.AES_KEY_WRAP_PADDING.value:
+            plain = keywrap.aes_key_unwrap_with_padding(key, wrapped)
+        else:
+            plain = keywrap.aes_key_unwrap(key, wrapped)
+    except (keywrap.InvalidUnwrap, ValueError):
+        raise KmipError(ResultReason.CRYPTOGRAPHIC_FAILURE, "the key does not unwrap with its wrapping key") from None
+    finally:
+        del key
+    if no_encoding:
+        new_value = ttlv.struct_(T.KEY_VALUE, [ttlv.bytes_(T.KEY_MATERIAL, plain)])
+    else:
+        try:
+            new_value = ttlv.decode(plain)
+        except ttlv.TtlvError:
+            raise KmipError(ResultReason.CRYPTOGRAPHIC_FAILURE, "the unwrapped bytes are not a Key Value") from None
+        if new_value.tag != T.KEY_VALUE.value or new_value.type != Type.STRUCTURE:
+            raise KmipError(ResultReason.CRYPTOGRAPHIC_FAILURE, "the unwrapped bytes are not a Key Value")
+    children = [new_value if c.tag == T.KEY_VALUE.value else c for c in block if c.tag != T.KEY_WRAPPING_DATA.value]
+    new_block = ttlv.struct_(T.KEY_BLOCK, children)
+    return Item(obj.tag, Type.STRUCTURE, [new_block if c.tag == T.KEY_BLOCK.value else c for c in obj])

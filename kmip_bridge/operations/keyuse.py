@@ -28,7 +28,7 @@ from ..protocol import ttlv
 from ..protocol.attributes import Attribute
 from ..protocol.errors import KmipError, missing
 from ..protocol.ttlv import Item, Type
-from ..store import ObjectRow
+from ..store import ObjectRow, states
 from . import formats, objects
 from .context import RequestContext
 
@@ -189,13 +189,10 @@ def _check_state(ctx: RequestContext, row: ObjectRow, attrs: dict[str, Item], pr
     if not row.has_material:
         objects.open_material(ctx, row)  # raises exactly what Get answers for a destroyed object
     now = objects.now()
-    state = row.state
     activation, deactivation = _value(attrs, "Activation Date"), _value(attrs, "Deactivation Date")
-    # A date that has passed moves the object on (KMIP 3.24/3.27) even if no request did it yet.
-    if state == State.PRE_ACTIVE.value and isinstance(activation, int) and activation <= now:
-        state = State.ACTIVE.value
-    if state == State.ACTIVE.value and isinstance(deactivation, int) and deactivation <= now:
-        state = State.DEACTIVATED.value
+    # A date that has passed moves the object on (KMIP 3.24/3.27): the one rule, store/states.py
+    # (the row is already read so; this re-applies it at this request's 'now').
+    state = states.effective_state(row.state, activation, deactivation, now)
     allowed = {State.ACTIVE.value}
     if not protect:
         allowed |= {State.DEACTIVATED.value, State.COMPROMISED.value}

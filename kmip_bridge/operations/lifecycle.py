@@ -37,13 +37,17 @@ def revoke(ctx: RequestContext, payload: Item) -> Item:
     code = reason.value_of(T.REVOCATION_REASON_CODE.value) if reason is not None else None
     if code is None:
         raise KmipError(ResultReason.INVALID_FIELD, "Revoke needs a Revocation Reason")
-    if row.state == State.DESTROYED.value or row.state == State.DESTROYED_COMPROMISED.value:
-        raise ctx.wrong_state("a destroyed object cannot be revoked")
+    if row.state == State.DESTROYED_COMPROMISED.value:
+        raise ctx.wrong_state("the object is already destroyed and compromised")
+    if row.state == State.DESTROYED.value and code not in _COMPROMISE:
+        raise ctx.wrong_state("a destroyed object can only be revoked as compromised")
     t = objects.now()
     stamps = [objects.to_row(Attribute("Revocation Reason", _as_value(reason)))]  # type: ignore[arg-type]
     if code in _COMPROMISE:
         occurred = payload.value_of(T.COMPROMISE_OCCURRENCE_DATE.value, t)
-        new_state = State.COMPROMISED.value
+        # KMIP State transition: a Destroyed object found compromised is Destroyed Compromised.
+        destroyed = row.state == State.DESTROYED.value
+        new_state = State.DESTROYED_COMPROMISED.value if destroyed else State.COMPROMISED.value
         stamps += [_stamp("Compromise Date", t), _stamp("Compromise Occurrence Date", occurred)]  # type: ignore[arg-type]
     else:
         if row.state != State.ACTIVE.value:

@@ -325,8 +325,9 @@ def insert_new(
     stamp = [
         Attribute("Initial Date", value_item(Type.DATE_TIME, t)),
         Attribute("Last Change Date", value_item(Type.DATE_TIME, t)),
-        Attribute("Original Creation Date", value_item(Type.DATE_TIME, t)),
     ]
+    if not any(a.name == "Original Creation Date" for a in attrs):  # a 1.4 Register may give it
+        stamp.append(Attribute("Original Creation Date", value_item(Type.DATE_TIME, t)))
     key_digest = formats.digest(object_type, obj)  # see formats: keys and certificates only
     if key_digest is not None:
         stamp.append(Attribute("Digest", key_digest))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 from kmip.core.enums import (
     CryptographicUsageMask,
     DigitalSignatureAlgorithm,
@@ -101,6 +101,13 @@ def _input(ctx: RequestContext, payload: Item, stream: streams.Stream, one_part:
     return False, len(chunk)
 
 
+def _pure(prehashed: bool, stream: streams.Stream) -> bytes:
+    """Ed25519 (KMIP 2.x) signs the message itself, with its own hash: no Digested Data."""
+    if prehashed:
+        raise KmipError(ResultReason.INVALID_FIELD, "Ed25519 signs the message itself, not Digested Data")
+    return bytes(stream.data)
+
+
 @keyuse.guarded
 def sign(ctx: RequestContext, payload: Item) -> Item:
     p, stream = streams.start(ctx, payload, Operation.SIGN.value)
@@ -116,7 +123,9 @@ def sign(ctx: RequestContext, payload: Item) -> Item:
         pad, algorithm = _scheme(ctx, use.params, signing=True, prehashed=prehashed)
         key = keyuse.private_key(ctx, use)
         try:
-            if isinstance(key, rsa.RSAPrivateKey):
+            if isinstance(key, ed25519.Ed25519PrivateKey):
+                signature = key.sign(_pure(prehashed, stream))
+            elif isinstance(key, rsa.RSAPrivateKey):
                 signature = key.sign(bytes(stream.data), _rsa_padding(ctx, pad), algorithm)  # type: ignore[arg-type]
             elif isinstance(key, ec.EllipticCurvePrivateKey):
                 signature = key.sign(bytes(stream.data), _ecdsa(ctx, pad, algorithm))
@@ -148,7 +157,9 @@ def verify(ctx: RequestContext, payload: Item) -> Item:
         pad, algorithm = _scheme(ctx, use.params, signing=False, prehashed=prehashed)
         key = keyuse.public_key(ctx, use)
         try:
-            if isinstance(key, rsa.RSAPublicKey):
+            if isinstance(key, ed25519.Ed25519PublicKey):
+                key.verify(signature, _pure(prehashed, stream))
+            elif isinstance(key, rsa.RSAPublicKey):
                 key.verify(signature, bytes(stream.data), _rsa_padding(ctx, pad), algorithm)  # type: ignore[arg-type]
             elif isinstance(key, ec.EllipticCurvePublicKey):
                 key.verify(signature, bytes(stream.data), _ecdsa(ctx, pad, algorithm))

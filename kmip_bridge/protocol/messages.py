@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from kmip.core.enums import BatchErrorContinuationOption, ResultReason, ResultStatus
 from kmip.core.enums import Tags as T
 
-from . import ttlv
+from . import ttlv, versions
 from .errors import KmipError
 from .ttlv import Item, Type
 
@@ -199,7 +199,7 @@ def build_response(response: Response, now: int | None = None) -> Item:
         protocol_version(response.version),
         ttlv.date_time(_T.TIME_STAMP, int(time.time()) if now is None else now),
     ]
-    if response.version >= (1, 4):
+    if response.version >= versions.CORRELATION_VALUES_SINCE:
         if response.client_correlation_value is not None:
             header.append(ttlv.text(_T.CLIENT_CORRELATION_VALUE, response.client_correlation_value))
         if response.server_correlation_value is not None:
@@ -213,7 +213,10 @@ def build_response(response: Response, now: int | None = None) -> Item:
             if r.unique_batch_item_id is not None
             else None,
             ttlv.enum(_T.RESULT_STATUS, r.status),
-            ttlv.enum(_T.RESULT_REASON, r.reason) if r.reason is not None else None,
+            # A reason the client's version lacks becomes the nearest one it defines (versions.py).
+            ttlv.enum(_T.RESULT_REASON, versions.reason_for(r.reason, response.version))
+            if r.reason is not None
+            else None,
             ttlv.text(_T.RESULT_MESSAGE, r.message) if r.message is not None else None,
             r.payload,
         ]

@@ -42,7 +42,12 @@ class HotStatements:
         self._multi_row = dialect.name == "postgresql"
         # fresh as parameters, not literals: SQLite stores 1/0, PostgreSQL a boolean.
         self.mark_served = f"UPDATE objects SET fresh = {mark} WHERE uid = {mark} AND fresh = {mark}"
-        self.load_object = f"SELECT {names} FROM objects WHERE uid = {mark}"
+        # Plus the two dates the effective State depends on (states.py), in the same round trip.
+        dates = ", ".join(
+            f"(SELECT a.search FROM attributes a WHERE a.uid = objects.uid AND a.name = '{n}' "
+            "ORDER BY a.position LIMIT 1)" for n in ("Activation Date", "Deactivation Date")
+        )
+        self.load_object = f"SELECT {names}, {dates} FROM objects WHERE uid = {mark}"
         # SQLite has no FOR UPDATE; its unit of work already holds the one write lock.
         lock = " FOR UPDATE" if dialect.name == "postgresql" else ""
         self.load_object_for_update = self.load_object + lock

@@ -15,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from . import hot
+from . import hot, states
 from .models import attributes, objects
 from .writes import GroupCommit, write_lock
 
@@ -83,6 +83,7 @@ _OBJECT_COLUMNS = [c.name for c in objects.columns]
 _ROW_FIELDS = [f.name for f in fields(ObjectRow)]
 assert sorted(_ROW_FIELDS) == sorted(_OBJECT_COLUMNS), "ObjectRow and the objects table disagree"
 _FRESH = _ROW_FIELDS.index("fresh")
+_STATE = _ROW_FIELDS.index("state")
 _BLOBS = [_ROW_FIELDS.index(c) for c in ("nonce", "ciphertext", "wrapped_dek", "wrap_nonce")]
 
 
@@ -300,7 +301,8 @@ class Store:
         rec = self._read(lambda conn: hot.fetch_one(conn, sql, (uid,)))
         if rec is None:
             return None
-        values = list(rec)
+        *values, activation, deactivation = rec
+        values[_STATE] = states.effective_state(values[_STATE], activation, deactivation, int(time.time()))
         values[_FRESH] = bool(values[_FRESH])  # SQLite stores 1/0
         if self.hot.blobs_as_memoryview:
             for i in _BLOBS:
@@ -347,8 +349,8 @@ class Store:
                 query = query.where(objects.c.owner == owner)
         if object_type is not None:
             query = query.where(objects.c.object_type == object_type)
-        if state is not None:
-            query = query.where(objects.c.state == state)
+        if state is not None:  # the effective state: stored state and dates (states.py)
+            query = query.where(states.state_condition(state, int(time.time())))
         if exclude_states:
             query = query.where(objects.c.state.not_in(sorted(exclude_states)))
         if uid is not None:

@@ -199,6 +199,8 @@ def test_create_key_pair_sets_id_placeholder_to_the_private_key(conns: dict[str,
     (enums.RecommendedCurve.P_256, 256, "domain"),
     (enums.RecommendedCurve.P_384, 384, "curve"),
     (enums.RecommendedCurve.P_521, 521, "length"),
+    (enums.RecommendedCurve.P_224, 224, "length"),
+    (enums.RecommendedCurve.SECP256K1, 256, "curve"),  # named: a bare 256 stays P-256
 ])
 def test_create_ec_key_pair_v21(conns: dict[str, Conn], curve: enums.RecommendedCurve, length: int,
                                 how: str) -> None:
@@ -604,6 +606,20 @@ def test_derive_key_pbkdf2_hmac_hash_encrypt(conns: dict[str, Conn]) -> None:
     bi = _derive(alice, pre_active, enums.DerivationMethod.HMAC, [sha256, data])
     assert bi.value_of(T.RESULT_REASON.value) == ResultReason.PERMISSION_DENIED.value  # 1.x has no finer reason
     assert "not Active" in str(bi.value_of(T.RESULT_MESSAGE.value))
+
+
+def test_derive_key_accepts_every_listed_hashing_algorithm(conns: dict[str, Conn]) -> None:
+    """DeriveKey takes every Hashing Algorithm the server uses for MAC and Sign, MD5 included."""
+    alice = conns["alice"]
+    base = alice.create_aes(a1("Cryptographic Usage Mask", ttlv.integer(T.ATTRIBUTE_VALUE, USAGE.DERIVE_KEY.value)))
+    alice.activate(base)
+    k = material(alice.get(base)).value
+    data = ttlv.bytes_(T.DERIVATION_DATA, b"context-2")
+    for algorithm, name in ((enums.HashingAlgorithm.MD5, "md5"), (enums.HashingAlgorithm.SHA_1, "sha1"),
+                            (enums.HashingAlgorithm.SHA3_256, "sha3_256"), (enums.HashingAlgorithm.SHA_512, "sha512")):
+        params = ttlv.struct_(T.CRYPTOGRAPHIC_PARAMETERS, [ttlv.enum(T.HASHING_ALGORITHM, algorithm)])
+        derived = _derived_uid(_derive(alice, base, enums.DerivationMethod.HASH, [params, data], length=128))
+        assert material(alice.get(derived)).value == hashlib.new(name, k + b"context-2").digest()[:16], name  # type: ignore[operator]
 
 
 # -- tenants ---------------------------------------------------------------------------------------
