@@ -91,8 +91,12 @@ def _input(ctx: RequestContext, payload: Item, stream: streams.Stream, one_part:
     """Feeds Data (or, in a one-part request, Digested Data); whether the input is a digest,
     and how many bytes this part brought."""
     if payload.value_of(T.DIGESTED_DATA.value) is not None:
+        if ctx.version < (1, 4):
+            raise KmipError(ResultReason.INVALID_FIELD, "Digested Data is a KMIP 1.4 field")
         if not one_part:
             raise KmipError(ResultReason.INVALID_FIELD, "Digested Data is only taken in a one-part request")
+        if payload.get(T.DATA.value) is not None:
+            raise KmipError(ResultReason.INVALID_FIELD, "a request carries Data or Digested Data, not both")
         chunk = keyuse.data(payload, T.DIGESTED_DATA)
         streams.feed(ctx, stream, chunk)
         return True, len(chunk)

@@ -21,7 +21,8 @@ from ..protocol import ttlv
 from ..protocol.attributes import Attribute
 from ..protocol.errors import KmipError, invalid_field, missing
 from ..protocol.ttlv import Item, Type
-from . import formats, keys, objects
+from ..store import ObjectRow
+from . import export, formats, keys, objects
 from .context import RequestContext
 
 MAX_PARTS = 255  # GF(2^8) has 255 non-zero x coordinates
@@ -167,10 +168,17 @@ def create_split_key(ctx: RequestContext, payload: Item) -> Item:
     attrs = objects.client_attributes(objects.request_attributes(ctx, payload))
     given = {a.name: a.value.value for a in attrs}
     parent = payload.value_of(T.UNIQUE_IDENTIFIER.value)
+    origin: objects.Origin | None = None
+    history: objects.History | None = None
     if isinstance(parent, str):  # split a key the server holds
         row = objects.load_visible(ctx, parent)
         if row.object_type not in _JOINABLE:
             raise invalid_field("only symmetric keys and secret data can be split")
+        # Export rules follow the material: the parts of a Sensitive or non-Extractable key are
+        # so too (else Get of every part would give the key back), and they stay the key's
+        # owner's, under its KEK, whoever splits it.
+        attrs, history = export.derived_protection(ctx, [export.protection(ctx, row)], attrs)
+        origin = objects.origin_of(row)
         block = formats.block_of(objects.open_material(ctx, row))
         material = formats.material_of(block) if block is not None else None
         if material is None or material.type != Type.BYTE_STRING:
@@ -191,7 +199,16 @@ def create_split_key(ctx: RequestContext, payload: Item) -> Item:
         shares = _gf_split(secret, n, m)
     else:
         shares = _prime_split(secret, n, m, prime)  # type: ignore[arg-type]
-    uids = []
+    uids: list[str] = []
+    with ctx.services.store.unit_of_work():  # every part or none
+        _store_parts(ctx, shares, attrs, algorithm, length, parent, method, n, m, prime, origin, history, uids)
+    ctx.id_placeholder = None  # several objects: no single id to carry on
+    return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, u) for u in uids])
+
+
+def _store_parts(ctx: RequestContext, shares: list[bytes], attrs: list[Attribute], algorithm: object,
+                 length: object, parent: str | None, method: int, n: int, m: int, prime: object,
+                 origin: objects.Origin | None, history: objects.History | None, uids: list[str]) -> None:
     for i, share in enumerate(shares, start=1):
         part_attrs = [a for a in attrs if a.name not in ("Cryptographic Algorithm", "Cryptographic Length")]
         if isinstance(algorithm, int):
@@ -201,9 +218,8 @@ def create_split_key(ctx: RequestContext, payload: Item) -> Item:
         if parent is not None:
             part_attrs.append(Attribute("Link", keys.link_value(LinkType.PARENT_LINK.value, parent)))
         obj = _split_part(method, n, m, i, prime if isinstance(prime, int) else None, share, algorithm, length)
-        uids.append(objects.insert_new(ctx, ObjectType.SPLIT_KEY.value, obj, list(part_attrs)))
-    ctx.id_placeholder = None  # several objects: no single id to carry on
-    return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, u) for u in uids])
+        uids.append(objects.insert_new(ctx, ObjectType.SPLIT_KEY.value, obj, list(part_attrs),
+                                       origin=origin, history=history))
 
 
 # -- Join Split Key ---------------------------------------------------------------------------------
@@ -217,10 +233,14 @@ def join_split_key(ctx: RequestContext, payload: Item) -> Item:
     parts: dict[int, bytes] = {}
     shape: tuple[object, ...] | None = None
     algorithm = length = None
+    inputs: list[export.Protection] = []
+    first: ObjectRow | None = None
     for uid in uids:
         row = objects.load_visible(ctx, uid)  # type: ignore[arg-type]
         if row.object_type != ObjectType.SPLIT_KEY.value:
             raise invalid_field("every Unique Identifier must name a Split Key")
+        inputs.append(export.protection(ctx, row))
+        first = first or row
         obj = objects.open_material(ctx, row)
         this = tuple(obj.value_of(t.value) for t in (T.SPLIT_KEY_PARTS, T.SPLIT_KEY_THRESHOLD,
                                                      T.SPLIT_KEY_METHOD, T.PRIME_FIELD_SIZE))
@@ -248,6 +268,8 @@ def join_split_key(ctx: RequestContext, payload: Item) -> Item:
         size = length // 8 if isinstance(length, int) else (prime.bit_length() + 7) // 8  # type: ignore[union-attr]
         secret = _prime_join(dict(list(parts.items())[:m]), prime, size)  # type: ignore[arg-type,index]
     attrs = objects.client_attributes(objects.request_attributes(ctx, payload))
+    # The joined key is as protected as its parts, and belongs to their owner.
+    attrs, history = export.derived_protection(ctx, inputs, attrs)
     given = {a.name for a in attrs}
     if object_type == ObjectType.SYMMETRIC_KEY.value:
         if not isinstance(algorithm, int):
@@ -263,5 +285,6 @@ def join_split_key(ctx: RequestContext, payload: Item) -> Item:
         obj = ttlv.struct_(T.SECRET_DATA, [ttlv.enum(T.SECRET_DATA_TYPE, kind), ttlv.struct_(T.KEY_BLOCK, [
             ttlv.enum(T.KEY_FORMAT_TYPE, KeyFormatType.OPAQUE),
             ttlv.struct_(T.KEY_VALUE, [ttlv.bytes_(T.KEY_MATERIAL, secret)])])])
-    uid = objects.insert_new(ctx, object_type, obj, attrs)  # type: ignore[arg-type]
+    uid = objects.insert_new(ctx, object_type, obj, attrs,  # type: ignore[arg-type]
+                             origin=objects.origin_of(first) if first is not None else None, history=history)
     return objects.uid_payload(uid)

@@ -15,7 +15,7 @@ from kmip_bridge.protocol import ttlv
 from kmip_bridge.protocol.ttlv import Item, Type
 
 from .conftest import Instance, Server
-from .rawkmip import Conn, create_aes, get_attributes, open_conn, uid_
+from .rawkmip import Conn, create_aes, get_attributes, open_conn, uid_, v1
 
 pytestmark = pytest.mark.e2e
 VERSIONS = [(1, 2), (1, 3), (1, 4), (2, 0), (2, 1)]
@@ -140,3 +140,27 @@ def test_split_keys_do_not_exist_before_12(conn: Conn) -> None:
     key = create_aes(conn, (1, 1))
     bi = _split(conn, key, (1, 1), SplitKeyMethod.XOR, 2, 2)
     assert bi.value_of(T.RESULT_REASON.value) == ResultReason.OPERATION_NOT_SUPPORTED.value
+
+
+@pytest.mark.parametrize("version", [(1, 4), (2, 1)])
+def test_a_non_extractable_key_stays_unreadable_through_its_parts(conn: Conn, version: tuple[int, int]) -> None:
+    """Export rules follow the material: splitting a non-extractable key must not hand its bytes
+    out part by part, nor through a join; an extractable key's parts stay readable (control)."""
+    flag = (ttlv.boolean(T.EXTRACTABLE, False) if version >= (2, 0)
+            else v1("Extractable", ttlv.boolean(T.ATTRIBUTE_VALUE, False)))
+    locked = create_aes(conn, version, flag)
+    parts = _parts(_split(conn, locked, version, SplitKeyMethod.XOR, 2, 2))
+    for part in parts:
+        bi = conn.call(Operation.GET, [uid_(part)], version)
+        assert bi.value_of(T.RESULT_STATUS.value) == enums.ResultStatus.OPERATION_FAILED.value, "a part leaked"
+    joined = _join(conn, parts, version)
+    assert joined.value_of(T.RESULT_STATUS.value) == enums.ResultStatus.SUCCESS.value
+    joined_uid = joined.get(T.RESPONSE_PAYLOAD.value).value_of(T.UNIQUE_IDENTIFIER.value)  # type: ignore[union-attr]
+    bi = conn.call(Operation.GET, [uid_(joined_uid)], version)  # type: ignore[arg-type]
+    assert bi.value_of(T.RESULT_STATUS.value) == enums.ResultStatus.OPERATION_FAILED.value, "the join leaked"
+
+    # Control: the same split of an extractable key gives readable parts that join to the key.
+    free = create_aes(conn, version)
+    free_parts = _parts(_split(conn, free, version, SplitKeyMethod.XOR, 2, 2))
+    assert all(_material(conn, p, version, T.SPLIT_KEY) for p in free_parts)
+    assert _joined(conn, free_parts, version) == _material(conn, free, version)
