@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import per_object
 from .errors import IntegrityError
 from .kek import AES_KWP, KINDS, parse_label
 
@@ -104,11 +105,14 @@ def validate(sealed: Sealed) -> None:
     """Shape checks before anything touches the token; a stored record is not trusted."""
     if sealed.format not in FORMATS:
         raise IntegrityError(f"sealed record has an unknown envelope format ({sealed.format!r})")
-    if sealed.kek_kind not in KINDS or parse_label(sealed.kek_label) is None:
+    if per_object.is_per_object(sealed.kek_kind):
+        if per_object.parse_label(sealed.kek_label) is None:
+            raise IntegrityError(f"sealed record names an invalid per-object key ({sealed.kek_label!r})")
+    elif sealed.kek_kind not in KINDS or parse_label(sealed.kek_label) is None:
         raise IntegrityError(
             f"sealed record names an invalid KEK ({sealed.kek_label!r}, {sealed.kek_kind!r})"
         )
-    wrap_nonce_len = NONCE_BYTES if sealed.kek_kind == AES_KWP else 0
+    wrap_nonce_len = NONCE_BYTES if sealed.kek_kind in (AES_KWP, per_object.OBJECT_AES) else 0
     if (
         len(sealed.nonce) != NONCE_BYTES
         or len(sealed.ciphertext) < TAG_BYTES

@@ -13,7 +13,7 @@ import hmac
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes
@@ -22,7 +22,7 @@ from pkcs11 import MGF, Attribute, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 from pkcs11.mechanisms import GCMParams
 
-from . import envelope, kek
+from . import envelope, kek, per_object
 from .envelope import Sealed
 from .errors import (
     IntegrityError,
@@ -34,6 +34,7 @@ from .errors import (
     TokenUnavailable,
 )
 from .kek import AES_KWP, KEK_CLASS, RSA_OAEP, KekInfo
+from .per_object import OBJECT_AES, ObjectKeyDestroyed, ObjectKeyLabel
 from .token import PooledSession, TokenConnection, TokenSettings
 
 T = TypeVar("T")
@@ -67,9 +68,14 @@ def _binding(associated: bytes) -> bytes:
 
 
 class KeyHsm:
-    def __init__(self, settings: TokenSettings, kek_name: str, kek_refresh_seconds: float = 5.0) -> None:
+    def __init__(
+        self, settings: TokenSettings, kek_name: str, kek_refresh_seconds: float = 5.0,
+        per_object_keks: frozenset[str] = frozenset(),
+    ) -> None:
         kek.check_name(kek_name)
         self._kek_name = kek_name
+        # KEK names whose new objects get a token key of their own instead (keyhsm.per_object)
+        self._per_object = per_object_keks
         self._ttl = kek_refresh_seconds
         self._current: dict[str, tuple[KekInfo, float]] = {}
         # label -> (public key, modulus bytes) of rsa-oaep KEKs: wrapping happens in software.
@@ -86,6 +92,8 @@ class KeyHsm:
 
     def seal(self, object_id: str, material: bytes, context: str = "", kek_name: str | None = None) -> Sealed:
         name = kek_name or self._kek_name
+        if name in self._per_object:
+            return self._seal_per_object(object_id, material, context)
         try:
             return self._seal_under(self.current_kek(name), object_id, material, context)
         except KekRevoked:
@@ -98,6 +106,40 @@ class KeyHsm:
         nonce, ciphertext = envelope.encrypt(dek, material, envelope.material_aad(object_id, context))
         wrapped, wrap_nonce = self._wrap(info, dek, object_id, context)
         return Sealed(info.label, info.kind, nonce, ciphertext, wrapped, wrap_nonce, envelope.CURRENT_FORMAT)
+
+    def _seal_per_object(self, object_id: str, material: bytes, context: str) -> Sealed:
+        """A new token key for this object alone wraps its DEK. Key and wrap happen under the admin
+        session (token writes are exclusive, token.reading()); a wrap that fails takes the new key
+        with it, so a failure leaves nothing behind but, after a crash, a row-less key (db check)."""
+        label = per_object.make_label(object_id)
+        dek = envelope.new_dek()
+        nonce, ciphertext = envelope.encrypt(dek, material, envelope.material_aad(object_id, context))
+        wrap_nonce = os.urandom(envelope.NONCE_BYTES)
+        params = GCMParams(wrap_nonce, envelope.wrap_aad(object_id, label, OBJECT_AES, context))
+        with _admin_errors("creating a per-object key"), self._token.admin() as session:
+            key = per_object.generate(session, label)
+            try:
+                wrapped = key.encrypt(dek, mechanism=Mechanism.AES_GCM, mechanism_param=params)
+            except BaseException:
+                with suppress(p11e.PKCS11Error):
+                    key.destroy()
+                raise
+        return Sealed(label, OBJECT_AES, nonce, ciphertext, wrapped, wrap_nonce, envelope.CURRENT_FORMAT)
+
+    def destroy_object_key(self, label: str) -> bool:
+        """Destroys a per-object key (after its row's Destroy is durable); False if it was gone."""
+        if per_object.parse_label(label) is None:
+            raise KeyHsmError(f"'{label}' is not the label of a per-object key")
+        with _admin_errors("destroying a per-object key"), self._token.admin() as session:
+            return per_object.destroy(session, label)
+
+    def list_object_keys(self) -> list[ObjectKeyLabel]:
+        self._token.ensure_login()  # private keys are invisible without it
+        try:
+            with self._token.session() as ps, self._token.reading():
+                return per_object.list_labels(ps.session)
+        except p11e.PKCS11Error as exc:
+            raise _unavailable(None, "listing per-object keys", exc) from None
 
     def _wrap(self, info: KekInfo, dek: bytes, object_id: str, context: str) -> tuple[bytes, bytes]:
         """(wrapped DEK, wrap nonce) under KEK ``info``, bound to the object and the KEK (format 2)."""
@@ -116,7 +158,9 @@ class KeyHsm:
     def _unwrap(self, object_id: str, sealed: Sealed, context: str) -> bytes:
         """The plaintext DEK of a validated record; it never leaves this class."""
         associated = envelope.wrap_aad_of(sealed, object_id, context)
-        if sealed.kek_kind == AES_KWP:
+        if sealed.kek_kind in (AES_KWP, OBJECT_AES):
+            if sealed.kek_kind == OBJECT_AES and per_object.parse_label(sealed.kek_label).uid != object_id:  # type: ignore[union-attr]
+                raise IntegrityError("the sealed record names the per-object key of another object (moved)")
             mechanism, param = Mechanism.AES_GCM, GCMParams(sealed.wrap_nonce, associated)
         else:
             mechanism, param = Mechanism.RSA_PKCS_OAEP, _OAEP_TOKEN
@@ -145,6 +189,8 @@ class KeyHsm:
         the material to the KEK, so such a record is re-sealed once, into format 2. Neither the DEK
         nor the material ever reaches the caller."""
         envelope.validate(sealed)
+        if per_object.is_per_object(sealed.kek_kind):
+            return sealed  # its own key: no KEK version to move to
         parsed = kek.parse_label(sealed.kek_label)
         assert parsed is not None  # validate() checked it
         name = parsed[0]
@@ -204,6 +250,8 @@ class KeyHsm:
             raise _unavailable(label, what, exc) from None
 
     def _with_key(self, label: str, kind: str, op: Callable[[Any], T], unwrap: bool) -> T:
+        if kind == OBJECT_AES:
+            return self._with_object_key(label, op)
         slot = (label, KEK_CLASS[kind])
         with self._token.session() as ps:
             for _ in range(2):
@@ -225,6 +273,38 @@ class KeyHsm:
                     ps.keys.pop(slot, None)
                     self._token.ensure_login()
         raise TokenUnavailable(f"the token keeps invalidating the handle of KEK '{label}'")
+
+    def _with_object_key(self, label: str, op: Callable[[Any], T]) -> T:
+        """op(key) with a per-object key: from the session's handle cache, else found by CKA_ID."""
+        with self._token.session() as ps:
+            for _ in range(2):
+                key = ps.object_keys.get(label)
+                if key is None:
+                    key = self._find_object_key(ps, label)
+                    ps.object_keys.put(label, key)
+                try:
+                    return op(key)
+                except _UNWRAP_FAILED:
+                    raise IntegrityError(
+                        "the wrapped data key failed its integrity check (tampered with, or moved "
+                        "from another object)"
+                    ) from None
+                except (*_STALE, p11e.UserNotLoggedIn):
+                    ps.object_keys.drop([label])  # destroyed by another process: look again once
+                    self._token.ensure_login()
+        raise TokenUnavailable(f"the token keeps invalidating the handle of per-object key '{label}'")
+
+    def _find_object_key(self, ps: PooledSession, label: str) -> Any:
+        for attempt in range(2):
+            try:
+                with self._token.reading():
+                    return per_object.find(ps.session, label)
+            except p11e.NoSuchKey:
+                if attempt:
+                    break
+                self._token.ensure_login()  # not found means destroyed only with a login
+        self._token.confirm_present()  # an absent token looks empty, not destroyed
+        raise ObjectKeyDestroyed(label)
 
     def _find(self, ps: PooledSession, label: str, kind: str) -> Any:
         try:
