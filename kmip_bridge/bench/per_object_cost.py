@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                     t_seal.append(time.perf_counter() - t0)
                 cold_hsm = KeyHsm(ts, settings.keyhsm.kek)  # empty handle caches
                 try:
-                    cold = [_timed(lambda r=r: cold_hsm.open(r[0], r[1], "bench"), 1)[0] for r in records]
-                    warm = [_timed(lambda r=r: cold_hsm.open(r[0], r[1], "bench"), 1)[0] for r in records]
+                    cold = [_timed(lambda r=r, h=cold_hsm: h.open(r[0], r[1], "bench"), 1)[0] for r in records]
+                    warm = [_timed(lambda r=r, h=cold_hsm: h.open(r[0], r[1], "bench"), 1)[0] for r in records]
                 finally:
                     cold_hsm.close()
                 gone = [_timed(lambda r=r: hsm.destroy_object_key(r[1].kek_label), 1)[0] for r in records]
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print("| key-pair kind (generation on the token, then destroyed) | median ms |")
             print("| --- | ---: |")
-            with hsm._token.admin() as session:  # noqa: SLF001 - a measurement, not an API
+            with hsm._token.admin() as session:  # a measurement, not an API
                 for name, kind, arg in (("EC P-256", KeyType.EC, None), ("RSA-2048", KeyType.RSA, 2048),
                                         ("RSA-3072", KeyType.RSA, 3072)):
                     n = 3 if kind == KeyType.RSA else args.calls
@@ -94,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                         if kind == KeyType.EC:
                             from pkcs11.util.ec import encode_named_curve_parameters
 
-                            params = session.create_domain_parameters(
-                                KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
-                            )
+                            curve = {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}
+                            params = session.create_domain_parameters(KeyType.EC, curve, local=True)
                             pub, priv = params.generate_keypair(store=True, label="bench-pair")
                         else:
                             pub, priv = session.generate_keypair(
