@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ from .per_object import OBJECT_AES, ObjectKeyDestroyed, ObjectKeyLabel
 from .token import PooledSession, TokenConnection, TokenSettings
 
 T = TypeVar("T")
+log = logging.getLogger("kmip_bridge.keyhsm")
 
 # A handle that no longer names an object: another process destroyed (or re-created) the key.
 _STALE = (
@@ -281,30 +283,38 @@ class KeyHsm:
                 key = ps.object_keys.get(label)
                 if key is None:
                     key = self._find_object_key(ps, label)
+                    if key is None:
+                        break
                     ps.object_keys.put(label, key)
                 try:
-                    return op(key)
-                except _UNWRAP_FAILED:
-                    raise IntegrityError(
-                        "the wrapped data key failed its integrity check (tampered with, or moved "
-                        "from another object)"
-                    ) from None
+                    return _object_op(op, key)
                 except (*_STALE, p11e.UserNotLoggedIn):
-                    ps.object_keys.drop([label])  # destroyed by another process: look again once
+                    ps.object_keys.drop([label])  # destroyed by another process: look again
                     self._token.ensure_login()
-        raise TokenUnavailable(f"the token keeps invalidating the handle of per-object key '{label}'")
+        # Not seen from a pooled session. Before calling the object destroyed, look once more
+        # under the exclusive token lock: a SoftHSM2 process re-reading the token while another
+        # writes a new object may miss it for a while (seen under load, 2 workers), and a false
+        # "irretrievable" must not happen.
+        with _admin_errors("looking for a per-object key"), self._token.admin() as session:
+            try:
+                key = per_object.find(session, label)
+            except p11e.NoSuchKey:
+                key = None
+            if key is not None:
+                log.warning("per-object key found only under the exclusive token lock", extra={"kek": label})
+                return _object_op(op, key)
+        self._token.confirm_present()  # an absent token looks empty, not destroyed
+        raise ObjectKeyDestroyed(label)
 
-    def _find_object_key(self, ps: PooledSession, label: str) -> Any:
+    def _find_object_key(self, ps: PooledSession, label: str) -> Any | None:
         for attempt in range(2):
             try:
                 with self._token.reading():
                     return per_object.find(ps.session, label)
             except p11e.NoSuchKey:
-                if attempt:
-                    break
-                self._token.ensure_login()  # not found means destroyed only with a login
-        self._token.confirm_present()  # an absent token looks empty, not destroyed
-        raise ObjectKeyDestroyed(label)
+                if not attempt:
+                    self._token.ensure_login()  # not found means destroyed only with a login
+        return None
 
     def _find(self, ps: PooledSession, label: str, kind: str) -> Any:
         try:
@@ -400,6 +410,15 @@ class KeyHsm:
 
     def close(self) -> None:
         self._token.close()
+
+
+def _object_op(op: Callable[[Any], T], key: Any) -> T:
+    try:
+        return op(key)
+    except _UNWRAP_FAILED:
+        raise IntegrityError(
+            "the wrapped data key failed its integrity check (tampered with, or moved from another object)"
+        ) from None
 
 
 def _unavailable(label: str | None, what: str, exc: Exception) -> TokenUnavailable:

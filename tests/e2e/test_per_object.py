@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from kmip.pie import objects
 from kmip.pie.client import ProxyKmipClient
 from kmip.pie.exceptions import KmipOperationFailure
 
-from .conftest import Instance, Server, make_instance, run_cli
+from .conftest import Instance, Server, free_port, make_instance, run_cli, start_node
 
 pytestmark = pytest.mark.e2e
 
@@ -253,3 +254,39 @@ def test_socket_mode(tmp_path: Path) -> None:
             c.close()
     finally:
         assert server.stop() == 0
+
+
+def test_two_nodes_one_postgresql(tmp_path: Path, pg_database: Callable[[], str]) -> None:
+    """Nodes share token and database: a key made by one node's worker opens on the other, and a
+    Destroy through either removes it (the token is the same files, under one lock file)."""
+    instance = make_instance(tmp_path / "inst", pg_database())
+    _per_object(instance)
+    node_a = instance.start()
+    node_b = start_node(instance, free_port())
+    try:
+        conf = str(node_a.client_conf())
+        a = ProxyKmipClient(config="admin", config_file=conf)
+        b = ProxyKmipClient(port=node_b.port, config="admin", config_file=conf)
+        a.open()
+        b.open()
+        try:
+            made_on_a = [a.register(objects.SecretData(b"from a %d" % i, enums.SecretDataType.PASSWORD))
+                         for i in range(3)]
+            made_on_b = b.create(enums.CryptographicAlgorithm.AES, 256)
+            assert [b.get(uid).value for uid in made_on_a] == [b"from a %d" % i for i in range(3)]
+            assert len(a.get(made_on_b).value) == 32
+            assert _object_keys(instance) == (4, 4)
+            b.destroy(made_on_a[0])
+            a.destroy(made_on_b)
+            assert _object_keys(instance) == (2, 2)
+            for c, uid in ((a, made_on_a[0]), (b, made_on_b)):
+                with pytest.raises(KmipOperationFailure):
+                    c.get(uid)
+            assert a.get(made_on_a[1]).value == b"from a 1"
+            assert "store OK" in run_cli("db", "check", "--open", "--config", str(instance.config)).stdout
+        finally:
+            a.close()
+            b.close()
+    finally:
+        assert node_b.stop() == 0
+        assert node_a.stop() == 0
