@@ -292,9 +292,9 @@ class KeyHsm:
                     ps.object_keys.drop([label])  # destroyed by another process: look again
                     self._token.ensure_login()
         # Not seen from a pooled session. Before calling the object destroyed, look once more
-        # under the exclusive token lock: a SoftHSM2 process re-reading the token while another
-        # writes a new object may miss it for a while (seen under load, 2 workers), and a false
-        # "irretrievable" must not happen.
+        # under the exclusive token lock (no writer anywhere): a false "irretrievable" must not
+        # happen. (The cause once seen, SoftHSM2 hiding another process's new objects from a
+        # process that wrote since, is prevented in per_object.generate; this is the backstop.)
         with _admin_errors("looking for a per-object key"), self._token.admin() as session:
             try:
                 key = per_object.find(session, label)

@@ -86,8 +86,16 @@ def is_per_object(kind: str | None) -> bool:
 
 
 def generate(session: Session, label: str) -> Any:
-    """The new key on the token (a R/W, logged-in session): sensitive, never extractable,
-    en/decrypt only; destroyable (no CKA_DESTROYABLE false) but not modifiable."""
+    """The new key on the token (a R/W, logged-in session, under the exclusive token lock):
+    sensitive, never extractable, en/decrypt only; destroyable but not modifiable.
+
+    A search first, for two reasons: a duplicate label is refused, and it makes SoftHSM2 re-read
+    the token folder before this process writes. SoftHSM2 (2.6, file backend) notices other
+    processes' writes through a generation counter, and a process that writes adopts the new
+    value as seen: objects another process made just before are then invisible to it until
+    someone else writes again (measured: a Get on another worker answered "destroyed")."""
+    if list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.ID: label.encode()})):
+        raise KeyHsmError(f"a per-object key labelled '{label}' already exists on the token")
     try:
         return session.generate_key(
             KeyType.AES, 256, id=label.encode(), label=label, store=True,
