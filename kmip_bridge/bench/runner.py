@@ -284,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
             shreds = {"off": (False,), "on": (True,), "both": (False, True)}[args.per_object]
             for mode in modes:
                 for shred in shreds:
-                    folder = base / (("kmip-bridge" if mode == "inprocess" else "kb-socket") + ("-po" if shred else ""))
+                    # short names: the instance's default keyhsm.sock path must fit a Unix socket
+                    name = {("inprocess", False): "kmip-bridge", ("socket", False): "kb-socket",
+                            ("inprocess", True): "kb-po", ("socket", True): "kb-sock-po"}[(mode, shred)]
+                    folder = base / name
                     targets.append(OurServer(folder, args.database, args.kek_kind, args.server_workers, mode,
                                              args.max_connections, args.server_metrics, per_object=shred))
     if args.compare or args.stock_only:
