@@ -15,7 +15,7 @@ from kmip.core.enums import ResultReason
 from . import metrics
 from .audit import Anchor, AuditLog
 from .config import Settings, load
-from .keyhsm import KekNotFound, KeyHsm, TokenSettings
+from .keyhsm import KekNotFound, KeyHsm, TokenSettings, per_object
 from .keyhsm.remote import RemoteKeyHsm
 from .operations import auditing
 from .operations.context import Budgets, Services
@@ -51,6 +51,7 @@ def open_keyhsm(settings: Settings) -> KeyHsm:
         kek_name=settings.keyhsm.kek,
         kek_refresh_seconds=settings.keyhsm.kek_refresh_seconds,
         wrap_mechanisms=settings.keyhsm.wrap_mechanisms,
+        per_object_keks=settings.keyhsm.per_object_keks,
     )
 
 
@@ -161,7 +162,12 @@ class App:
         objects each KEK version seals (metrics: KEK versions in use)."""
         keyhsm = self.services.keyhsm
         names = [None, *sorted(set(self.settings.keyhsm.tenants.values()))]
-        return [keyhsm.current_kek(n).label for n in names], self.services.store.count_by_kek()
+        counts: dict[str, int] = {}
+        for label, n in self.services.store.count_by_kek().items():
+            # per-object keys: one label per object, summed under one (bounded metric labels)
+            key = "per-object" if per_object.parse_label(label) is not None else label
+            counts[key] = counts.get(key, 0) + n
+        return [keyhsm.current_kek(n).label for n in names], counts
 
     def _check_ready(self) -> None:
         with metrics.probe("keyhsm"):

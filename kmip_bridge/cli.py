@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = db.add_parser("check", help="integrity check of the store; exit 0 if whole, 1 if damaged")
     c.add_argument("--open", action="store_true",
                    help="also unseal every live object through the Key HSM (proves it can be read)")
+    c.add_argument("--repair", action="store_true",
+                   help="destroy orphan per-object keys on the token (of destroyed objects, or without a row)")
+    c.add_argument("--grace", type=float, default=600.0,
+                   help="a per-object key without a row is an orphan only when older (default 600 s)")
     _config_arg(c)
     c = db.add_parser("backup", help="consistent copy of the database, safe while servers run (sealed material only)")
     c.add_argument("--output", required=True, type=Path, help="backup file to write (replaced if it exists)")
@@ -228,6 +232,7 @@ def cmd_keyhsm_probe(settings: Settings) -> int:
 
 def cmd_keyhsm(args: argparse.Namespace, settings: Settings) -> int:
     from .app import build_keyhsm
+    from .keyhsm import per_object
     from .store import Store
 
     if args.keyhsm_command == "serve":
@@ -253,8 +258,16 @@ def cmd_keyhsm(args: argparse.Namespace, settings: Settings) -> int:
                 on_token.add(k.label)
                 state = "current" if current[k.name] == k.version else "retired"
                 print(f"{k.label} {k.kind} {state} {counts.get(k.label, 0)}")
+            per_object_rows = sum(n for label, n in counts.items() if per_object.parse_label(label))
             for label in sorted(set(counts) - on_token):
-                print(f"{label} - revoked {counts[label]}")
+                if per_object.parse_label(label) is None:
+                    print(f"{label} - revoked {counts[label]}")
+            object_keys = hsm.list_object_keys()
+            if object_keys or per_object_rows or settings.keyhsm.per_object_keks:
+                # One line for all of them: a label each would be one line per object.
+                names = ",".join(sorted(settings.keyhsm.per_object_keks)) or "-"
+                print(f"per-object {per_object.OBJECT_AES} keys {len(object_keys)} objects {per_object_rows} "
+                      f"for {names}")
         elif args.keyhsm_command == "create":
             kek = hsm.create_kek(args.name, args.kind or settings.keyhsm.kek_kind)
             print(f"{kek.label} {kek.kind} created")
@@ -299,15 +312,17 @@ def _rewrap(args: argparse.Namespace, settings: Settings, hsm: object) -> int:
 def cmd_db_check(args: argparse.Namespace, settings: Settings) -> int:
     from sqlalchemy.exc import DBAPIError
 
-    from .admin.dbcheck import check, render
+    from .admin.dbcheck import check, check_object_keys, render
     from .app import build_keyhsm
     from .store import Store
     from .store.store import normalise_url
 
     store = Store(settings.database.url, pool_size=1)
-    hsm = build_keyhsm(settings) if args.open else None
+    hsm = build_keyhsm(settings) if args.open or args.repair else None
     try:
-        report = check(store.engine, hsm.open if hsm is not None else None)
+        report = check(store.engine, hsm.open if hsm is not None and args.open else None)
+        if hsm is not None:
+            check_object_keys(store.engine, hsm, report, opened=args.open, repair=args.repair, grace=args.grace)
     except DBAPIError as exc:
         print(f"kmip-bridge: database unavailable ({type(exc.orig or exc).__name__})", file=sys.stderr)
         return 1

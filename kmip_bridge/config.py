@@ -89,8 +89,14 @@ class KeyHsmSettings:
     kek_refresh_seconds: float = 5.0
     session_pool_size: int = 8
     lock_file: Path | None = None
-    # group -> KEK name: objects created by members are sealed under that tenant's KEK
+    # group -> KEK name: objects created by members are sealed under that tenant's KEK. A value
+    # may also be {kek: NAME, per_object: BOOL} (the tenant's own per_object switch).
     tenants: dict[str, str] = field(default_factory=dict)
+    # true: each new object's DEK is wrapped by a token key made for it alone, destroyed with it
+    # (keyhsm/per_object.py); a tenant's own switch in tenants wins over this one
+    per_object: bool = False
+    # derived (not a config key): the KEK names whose objects get per-object keys
+    per_object_keks: frozenset[str] = field(default_factory=frozenset)
     # inprocess: each worker opens the token itself; socket: workers talk to 'kmip-bridge keyhsm
     # serve' on a Unix socket and never load the PKCS#11 module or read the PIN
     mode: str = "inprocess"
@@ -364,9 +370,11 @@ def load(path: str | os.PathLike[str] | None = None, port: int | None = None) ->
     if os.environ.get("KMIP_BRIDGE_DATABASE_URL"):
         db_raw["url"] = os.environ["KMIP_BRIDGE_DATABASE_URL"]
     server = _build(ServerSettings, "server", raw.get("server"), base)
-    keyhsm = _build(KeyHsmSettings, "keyhsm", raw.get("keyhsm"), base)
+    keyhsm_raw, tenant_switch = _tenant_switches(raw.get("keyhsm"))
+    keyhsm = _build(KeyHsmSettings, "keyhsm", keyhsm_raw, base)
     if keyhsm.uri is not None:
         keyhsm = _apply_uri(keyhsm, raw.get("keyhsm") or {}, base)
+    keyhsm = _per_object_keks(keyhsm, tenant_switch)
     if port is not None:
         server = ServerSettings(**{**server.__dict__, "port": port})
     settings = Settings(
@@ -437,6 +445,50 @@ def _apply_uri(keyhsm: KeyHsmSettings, given: dict[str, Any], base: Path) -> Key
                 )
         values[key] = value
     return replace(keyhsm, **values)
+
+
+def _tenant_switches(raw: Any) -> tuple[Any, dict[str, bool]]:
+    """keyhsm.tenants with every {kek, per_object} value reduced to its KEK name, and the
+    per-tenant per_object switches it gave."""
+    if not isinstance(raw, dict):
+        return raw, {}
+    if "per_object_keks" in raw:
+        raise ConfigError("keyhsm.per_object_keks: unknown key (set per_object, or per_object per tenant)")
+    tenants = raw.get("tenants")
+    if not isinstance(tenants, dict):
+        return raw, {}
+    names: dict[str, Any] = {}
+    switch: dict[str, bool] = {}
+    for group, value in tenants.items():
+        if isinstance(value, dict):
+            key = f"keyhsm.tenants.{group}"
+            extra = sorted(set(value) - {"kek", "per_object"})
+            if extra:
+                raise ConfigError(f"{key}.{extra[0]}: unknown key (expected kek, per_object)")
+            if not isinstance(value.get("kek"), str):
+                raise ConfigError(f"{key}.kek: required, the tenant's KEK name")
+            if "per_object" in value:
+                if not isinstance(value["per_object"], bool):
+                    raise ConfigError(f"{key}.per_object: must be true or false, got {value['per_object']!r}")
+                switch[str(group)] = value["per_object"]
+            value = value["kek"]
+        names[group] = value
+    return {**raw, "tenants": names}, switch
+
+
+def _per_object_keks(keyhsm: KeyHsmSettings, switch: dict[str, bool]) -> KeyHsmSettings:
+    """The per_object switch is kept per KEK name (what sealing knows): groups sharing a KEK must
+    agree, and a tenant whose KEK is keyhsm.kek must agree with keyhsm.per_object."""
+    effective: dict[str, tuple[bool, str]] = {keyhsm.kek: (keyhsm.per_object, "keyhsm.per_object")}
+    for group, name in sorted(keyhsm.tenants.items()):
+        on = switch.get(group, keyhsm.per_object)
+        seen = effective.setdefault(name, (on, f"keyhsm.tenants.{group}"))
+        if seen[0] != on:
+            raise ConfigError(
+                f"keyhsm.tenants.{group}.per_object: KEK '{name}' is per_object {str(seen[0]).lower()} by "
+                f"{seen[1]}; groups sharing a KEK share the switch (give this tenant its own KEK)"
+            )
+    return replace(keyhsm, per_object_keks=frozenset(n for n, (on, _) in effective.items() if on))
 
 
 def _resolve_sqlite(settings: Settings, base: Path) -> Settings:

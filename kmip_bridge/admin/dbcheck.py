@@ -8,19 +8,29 @@ exists; every attribute value is well-formed TTLV; the schema is at the code's r
 wrapped DEK and KEK belong together; reads never print or keep the material).
 
 Read-only, in pages ordered by uid, so it runs beside a live server and in bounded memory.
+
+Per-object keys (keyhsm.per_object) are checked against the token when the check has the Key HSM
+(``check_object_keys``): a live row whose key is gone is irretrievable (reported; typical after
+restoring a backup older than a Destroy, by design); a key whose row is destroyed or absent is an
+orphan — a crash between Destroy's commit and the key's destruction, or a create whose row was
+never written — and ``repair`` (the sweep, ``db check --repair``) destroys it. A key without a row
+is only called an orphan once older than ``grace`` seconds: a create in flight makes the key
+before it writes the row.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from kmip.core.enums import State
 from kmip.core.enums import Tags as T
 
-from ..keyhsm import IntegrityError, KekRevoked, KeyHsmError, envelope
+from ..keyhsm import IntegrityError, KekRevoked, KeyHsmError, envelope, per_object
 from ..operations.objects import _aad_context, sealed_of
 from ..protocol import ttlv
 from ..store import ObjectRow
@@ -41,6 +51,8 @@ class Report:
     destroyed: int = 0
     attributes: int = 0
     opened: int = 0
+    object_keys: int = 0  # per-object keys on the token (when checked)
+    repaired: int = 0  # orphan per-object keys destroyed by repair
     problems: list[str] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)  # problem kind -> count
 
@@ -106,12 +118,60 @@ def _check_row(row: ObjectRow, report: Report, open_material: Callable[..., byte
     try:
         open_material(row.uid, sealed, _aad_context(row.object_type))
         report.opened += 1
+    except per_object.ObjectKeyDestroyed as exc:
+        report.add("object-key-missing", f"{row.uid}: {exc}")
     except KekRevoked as exc:
         report.add("kek-revoked", f"{row.uid}: {exc}")
     except IntegrityError as exc:
         report.add("does-not-open", f"{row.uid}: {exc}")
     except KeyHsmError:
         raise  # the token is unusable: no verdict on this object, stop (the caller reports it)
+
+
+def check_object_keys(
+    engine: sa.Engine, hsm: Any, report: Report, opened: bool = False, repair: bool = False,
+    grace: float = 600.0, now: float | None = None,
+) -> None:
+    """Per-object keys against rows (see the module docstring). ``opened``: the rows were opened
+    already, so a missing key was reported as such."""
+    keys = {k.label: k for k in hsm.list_object_keys()}
+    report.object_keys = len(keys)
+    live: set[str] = set()
+    rows: dict[str, str] = {}  # label -> uid, every per-object row (live or destroyed)
+    after = ""
+    with engine.connect() as conn:
+        while True:
+            page = conn.execute(
+                sa.select(objects.c.uid, objects.c.kek_label, objects.c.ciphertext.is_not(None).label("live"))
+                .where(objects.c.kek_kind.in_(per_object.KINDS), objects.c.uid > after)
+                .order_by(objects.c.uid).limit(PAGE)
+            ).all()
+            if not page:
+                break
+            for rec in page:
+                rows[rec.kek_label] = rec.uid
+                if rec.live:
+                    live.add(rec.kek_label)
+            after = page[-1].uid
+    if not opened:
+        for label in sorted(live - set(keys)):
+            report.add("object-key-missing", f"{rows[label]}: its per-object key '{label}' is not on the token "
+                       "(destroyed after this database was backed up, or another token): irretrievable")
+    t = time.time() if now is None else now
+    orphans = []
+    for label, key in sorted(keys.items()):
+        if label in live:
+            continue
+        if label in rows:
+            orphans.append((label, f"{rows[label]}: destroyed, but its per-object key '{label}' is still on the token"))
+        elif t - key.created >= grace:
+            orphans.append((label, f"per-object key '{label}' has no object row (a create that never completed)"))
+    for label, message in orphans:
+        if repair:
+            hsm.destroy_object_key(label)  # False: gone meanwhile (Destroy's own step ran)
+            report.repaired += 1
+            continue
+        report.add("orphan-object-key", message + " (repair: db check --repair)")
 
 
 def _check_attributes(conn: sa.Connection, uids: set[str], report: Report) -> None:
@@ -157,6 +217,9 @@ def render(report: Report, url: str) -> str:
         f"attribute rows {report.attributes}"
         + (f", opened through the Key HSM {report.opened}" if report.opened else ""),
     ]
+    if report.object_keys or report.repaired:
+        lines.append(f"per-object keys on the token {report.object_keys}"
+                     + (f", orphans destroyed {report.repaired}" if report.repaired else ""))
     lines += [f"PROBLEM {p}" for p in report.problems]
     if len(report.problems) < sum(report.kinds.values()):
         lines.append(f"... and {sum(report.kinds.values()) - len(report.problems)} more")

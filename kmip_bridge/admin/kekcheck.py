@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..keyhsm import IntegrityError, KekRevoked, KeyHsmError
+from ..keyhsm import IntegrityError, KekRevoked, KeyHsmError, per_object
 from ..operations.objects import _aad_context, sealed_of
 from ..store import Store
 
@@ -29,7 +29,18 @@ def check_keks(hsm: Any, store: Store) -> list[KekProblem]:
     counts = store.count_by_kek()
     on_token = {k.label for k in hsm.list_keks()}
     problems = []
+    own = {label: n for label, n in counts.items() if per_object.parse_label(label) is not None}
+    if own:
+        keys = {k.label for k in hsm.list_object_keys()}
+        missing = sum(n for label, n in own.items() if label not in keys)
+        if missing:
+            problems.append(KekProblem(
+                "per-object", missing, "their per-object keys are absent from the token: these objects are "
+                "irretrievable (destroyed after the backup was taken, or another token)",
+            ))
     for label, n in sorted(counts.items()):
+        if label in own:
+            continue
         if label not in on_token:
             problems.append(KekProblem(label, n, "absent from the token: these objects are irretrievable"))
             continue

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="our server's keyhsm.mode; 'both' runs the two back to back (cost of the socket)")
     p.add_argument("--idle-connections", type=int, default=0, metavar="N",
                    help="hold N idle mutual-TLS connections open through the run; each must answer afterwards")
+    p.add_argument("--per-object", choices=("off", "on", "both"), default="off",
+                   help="keyhsm.per_object of our server: a token key per object (both: back to back)")
     p.add_argument("--max-connections", type=int, help="our server's server.max_connections (default: its config)")
     p.add_argument("--server-metrics", action="store_true",
                    help="turn on our server's /metrics and report writes per commit and how busy SQLite's "
@@ -297,10 +299,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"server.max_connections set to {args.max_connections} for the idle connections",
                       file=sys.stderr)
             modes = ("inprocess", "socket") if args.keyhsm_mode == "both" else (args.keyhsm_mode,)
+            shreds = {"off": (False,), "on": (True,), "both": (False, True)}[args.per_object]
             for mode in modes:
-                folder = base / ("kmip-bridge" if mode == "inprocess" else "kb-socket")
-                targets.append(OurServer(folder, args.database, args.kek_kind, args.server_workers, mode,
-                                         args.max_connections, args.server_metrics))
+                for shred in shreds:
+                    # short names: the instance's default keyhsm.sock path must fit a Unix socket
+                    name = {("inprocess", False): "kmip-bridge", ("socket", False): "kb-socket",
+                            ("inprocess", True): "kb-po", ("socket", True): "kb-sock-po"}[(mode, shred)]
+                    folder = base / name
+                    targets.append(OurServer(folder, args.database, args.kek_kind, args.server_workers, mode,
+                                             args.max_connections, args.server_metrics, per_object=shred))
     if args.compare or args.stock_only:
         targets.append(StockServer(base / "pykmip", args.stock_logging_level))
     if args.idle_connections:

@@ -155,14 +155,17 @@ class OurServer:
 
     def __init__(self, workdir: Path, database: str, kek_kind: str, workers: int | None,
                  keyhsm_mode: str = "inprocess", max_connections: int | None = None,
-                 metrics: bool = False) -> None:
+                 metrics: bool = False, per_object: bool = False) -> None:
         self.dir = workdir
+        self.per_object = per_object
         self.database = database
         self.kek_kind = kek_kind
         self.workers = workers
         self.keyhsm_mode = keyhsm_mode
         self.max_connections = max_connections
         self.label = "kmip-bridge" if keyhsm_mode == "inprocess" else f"kmip-bridge-{keyhsm_mode}"
+        if per_object:
+            self.label += "-per-object"
         self.pg_name: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.keyhsm: subprocess.Popen[bytes] | None = None
@@ -196,6 +199,7 @@ class OurServer:
         if self.max_connections is not None:
             cfg["server"]["max_connections"] = self.max_connections
         cfg["keyhsm"]["mode"] = self.keyhsm_mode
+        cfg["keyhsm"]["per_object"] = self.per_object  # a token key per object (keyhsm/per_object.py)
         if self.metrics_port:
             cfg["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": self.metrics_port}
         if self.keyhsm_mode == "socket":
@@ -235,7 +239,7 @@ class OurServer:
 
     def describe(self) -> dict[str, object]:
         return {"database": self.database, "kek_kind": self.kek_kind, "workers": self.workers or os.cpu_count(),
-                "keyhsm_mode": self.keyhsm_mode, "metrics": bool(self.metrics_port)}
+                "keyhsm_mode": self.keyhsm_mode, "metrics": bool(self.metrics_port), "per_object": self.per_object}
 
     def write_counters(self) -> dict[str, float] | None:
         """With metrics on: group commit's writes and transactions, and the seconds write

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import mechanisms
+from . import mechanisms, per_object
 from .errors import IntegrityError
 from .kek import parse_label
 
@@ -105,15 +105,21 @@ def validate(sealed: Sealed) -> None:
     """Shape checks before anything touches the token; a stored record is not trusted."""
     if sealed.format not in FORMATS:
         raise IntegrityError(f"sealed record has an unknown envelope format ({sealed.format!r})")
-    mech = mechanisms.get(sealed.kek_kind)
-    if mech is None or parse_label(sealed.kek_label) is None:
+    mech = None if per_object.is_per_object(sealed.kek_kind) else mechanisms.get(sealed.kek_kind)
+    if per_object.is_per_object(sealed.kek_kind):
+        if per_object.parse_label(sealed.kek_label) is None:
+            raise IntegrityError(f"sealed record names an invalid per-object key ({sealed.kek_label!r})")
+    elif mech is None or parse_label(sealed.kek_label) is None:
         raise IntegrityError(
             f"sealed record names an invalid KEK or wrap mechanism ({sealed.kek_label!r}, {sealed.kek_kind!r})"
         )
-    if sealed.format == FORMAT_1 and mech.writes:
-        # Format 1 predates the mechanism names: such a row can only carry a former kind name.
-        raise IntegrityError(f"sealed record claims envelope format 1 with mechanism {sealed.kek_kind!r}")
-    wrap_nonce_len = mech.nonce_bytes
+    if mech is None:  # a per-object key: AES-GCM on the token, binding as AAD
+        wrap_nonce_len = NONCE_BYTES
+    else:
+        if sealed.format == FORMAT_1 and mech.writes:
+            # Format 1 predates the mechanism names: such a row can only carry a former kind name.
+            raise IntegrityError(f"sealed record claims envelope format 1 with mechanism {sealed.kek_kind!r}")
+        wrap_nonce_len = mech.nonce_bytes
     if (
         len(sealed.nonce) != NONCE_BYTES
         or len(sealed.ciphertext) < TAG_BYTES

@@ -11,14 +11,14 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11e
 
-from . import envelope, kek, mechanisms
+from . import envelope, kek, mechanisms, per_object
 from .envelope import Sealed
 from .errors import (
     IntegrityError,
@@ -31,6 +31,7 @@ from .errors import (
 )
 from .kek import AES, KEK_CLASS, RSA, KekInfo
 from .mechanisms import WrapMechanism
+from .per_object import OBJECT_AES, ObjectKeyDestroyed, ObjectKeyLabel
 from .token import PooledSession, TokenConnection, TokenSettings
 
 T = TypeVar("T")
@@ -66,9 +67,12 @@ class KeyHsm:
         kek_name: str,
         kek_refresh_seconds: float = 5.0,
         wrap_mechanisms: tuple[str, ...] = (),
+        per_object_keks: frozenset[str] = frozenset(),
     ) -> None:
         kek.check_name(kek_name)
         self._kek_name = kek_name
+        # KEK names whose new objects get a token key of their own instead (keyhsm.per_object)
+        self._per_object = per_object_keks
         self._ttl = kek_refresh_seconds
         self._preferred = mechanisms.check_names(wrap_mechanisms)
         # KEK label -> the mechanism new wraps under it use (chosen once per label, see _mechanism)
@@ -89,6 +93,8 @@ class KeyHsm:
 
     def seal(self, object_id: str, material: bytes, context: str = "", kek_name: str | None = None) -> Sealed:
         name = kek_name or self._kek_name
+        if name in self._per_object:
+            return self._seal_per_object(object_id, material, context)
         try:
             return self._seal_under(self.current_kek(name), object_id, material, context)
         except KekRevoked:
@@ -101,6 +107,39 @@ class KeyHsm:
         nonce, ciphertext = envelope.encrypt(dek, material, envelope.material_aad(object_id, context))
         mech, wrapped, wrap_nonce = self._wrap(info, dek, object_id, context)
         return Sealed(info.label, mech.name, nonce, ciphertext, wrapped, wrap_nonce, envelope.CURRENT_FORMAT)
+
+    def _seal_per_object(self, object_id: str, material: bytes, context: str) -> Sealed:
+        """A new token key for this object alone wraps its DEK. Key and wrap happen under the admin
+        session (token writes are exclusive, token.reading()); a wrap that fails takes the new key
+        with it, so a failure leaves nothing behind but, after a crash, a row-less key (db check)."""
+        label = per_object.make_label(object_id)
+        dek = envelope.new_dek()
+        nonce, ciphertext = envelope.encrypt(dek, material, envelope.material_aad(object_id, context))
+        associated = envelope.wrap_aad(object_id, label, OBJECT_AES, context)
+        with _admin_errors("creating a per-object key"), self._token.admin() as session:
+            key = per_object.generate(session, label)
+            try:
+                wrapped, wrap_nonce = mechanisms.aes_wrap(mechanisms.AES_GCM, key, dek, associated)
+            except BaseException:
+                with suppress(p11e.PKCS11Error):
+                    key.destroy()
+                raise
+        return Sealed(label, OBJECT_AES, nonce, ciphertext, wrapped, wrap_nonce, envelope.CURRENT_FORMAT)
+
+    def destroy_object_key(self, label: str) -> bool:
+        """Destroys a per-object key (after its row's Destroy is durable); False if it was gone."""
+        if per_object.parse_label(label) is None:
+            raise KeyHsmError(f"'{label}' is not the label of a per-object key")
+        with _admin_errors("destroying a per-object key"), self._token.admin() as session:
+            return per_object.destroy(session, label)
+
+    def list_object_keys(self) -> list[ObjectKeyLabel]:
+        self._token.ensure_login()  # private keys are invisible without it
+        try:
+            with self._token.session() as ps, self._token.reading():
+                return per_object.list_labels(ps.session)
+        except p11e.PKCS11Error as exc:
+            raise _unavailable(None, "listing per-object keys", exc) from None
 
     def _wrap(self, info: KekInfo, dek: bytes, object_id: str, context: str) -> tuple[WrapMechanism, bytes, bytes]:
         """(mechanism, wrapped DEK, wrap nonce) under KEK ``info``, bound to the object, the KEK
@@ -116,9 +155,18 @@ class KeyHsm:
 
     def _unwrap(self, object_id: str, sealed: Sealed, context: str) -> bytes:
         """The plaintext DEK of a validated record; it never leaves this class."""
+        associated = envelope.wrap_aad_of(sealed, object_id, context)
+        if sealed.kek_kind == OBJECT_AES:
+            if per_object.parse_label(sealed.kek_label).uid != object_id:  # type: ignore[union-attr]
+                raise IntegrityError("the sealed record names the per-object key of another object (moved)")
+            return self._on_token(
+                sealed.kek_label, OBJECT_AES, "unwrapping a data key",
+                lambda key: mechanisms.token_unwrap(
+                    mechanisms.AES_GCM, key, sealed.wrapped_dek, sealed.wrap_nonce, associated),
+                unwrap=True,
+            )
         mech = mechanisms.get(sealed.kek_kind)
         assert mech is not None  # validate() checked it
-        associated = envelope.wrap_aad_of(sealed, object_id, context)
         plain = self._on_token(
             sealed.kek_label, mech.kek_type, "unwrapping a data key",
             lambda key: mechanisms.token_unwrap(mech, key, sealed.wrapped_dek, sealed.wrap_nonce, associated),
@@ -178,6 +226,8 @@ class KeyHsm:
         the material to the KEK, so such a record is re-sealed once, into format 2. Neither the DEK
         nor the material ever reaches the caller."""
         envelope.validate(sealed)
+        if per_object.is_per_object(sealed.kek_kind):
+            return sealed  # its own key: no KEK version to move to
         parsed = kek.parse_label(sealed.kek_label)
         assert parsed is not None  # validate() checked it
         name = parsed[0]
@@ -237,6 +287,8 @@ class KeyHsm:
             raise _unavailable(label, what, exc) from None
 
     def _with_key(self, label: str, kind: str, op: Callable[[Any], T], unwrap: bool) -> T:
+        if kind == OBJECT_AES:
+            return self._with_object_key(label, op)
         slot = (label, KEK_CLASS[kind])
         with self._token.session() as ps:
             for _ in range(2):
@@ -258,6 +310,46 @@ class KeyHsm:
                     ps.keys.pop(slot, None)
                     self._token.ensure_login()
         raise TokenUnavailable(f"the token keeps invalidating the handle of KEK '{label}'")
+
+    def _with_object_key(self, label: str, op: Callable[[Any], T]) -> T:
+        """op(key) with a per-object key: from the session's handle cache, else found by CKA_ID."""
+        with self._token.session() as ps:
+            for _ in range(2):
+                key = ps.object_keys.get(label)
+                if key is None:
+                    key = self._find_object_key(ps, label)
+                    if key is None:
+                        break
+                    ps.object_keys.put(label, key)
+                try:
+                    return _object_op(op, key)
+                except (*_STALE, p11e.UserNotLoggedIn):
+                    ps.object_keys.drop([label])  # destroyed by another process: look again
+                    self._token.ensure_login()
+        # Not seen from a pooled session. Before calling the object destroyed, look once more
+        # under the exclusive token lock (no writer anywhere): a false "irretrievable" must not
+        # happen. (The cause once seen, SoftHSM2 hiding another process's new objects from a
+        # process that wrote since, is prevented in per_object.generate; this is the backstop.)
+        with _admin_errors("looking for a per-object key"), self._token.admin() as session:
+            try:
+                key = per_object.find(session, label)
+            except p11e.NoSuchKey:
+                key = None
+            if key is not None:
+                log.warning("per-object key found only under the exclusive token lock", extra={"kek": label})
+                return _object_op(op, key)
+        self._token.confirm_present()  # an absent token looks empty, not destroyed
+        raise ObjectKeyDestroyed(label)
+
+    def _find_object_key(self, ps: PooledSession, label: str) -> Any | None:
+        for attempt in range(2):
+            try:
+                with self._token.reading():
+                    return per_object.find(ps.session, label)
+            except p11e.NoSuchKey:
+                if not attempt:
+                    self._token.ensure_login()  # not found means destroyed only with a login
+        return None
 
     def _find(self, ps: PooledSession, label: str, kind: str) -> Any:
         try:
@@ -364,6 +456,15 @@ class KeyHsm:
 
     def close(self) -> None:
         self._token.close()
+
+
+def _object_op(op: Callable[[Any], T], key: Any) -> T:
+    try:
+        return op(key)
+    except _UNWRAP_FAILED:
+        raise IntegrityError(
+            "the wrapped data key failed its integrity check (tampered with, or moved from another object)"
+        ) from None
 
 
 def _unavailable(label: str | None, what: str, exc: Exception) -> TokenUnavailable:

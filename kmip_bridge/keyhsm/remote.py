@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from . import wire
+from . import per_object, wire
 from .envelope import Sealed
 from .errors import TokenUnavailable
 from .kek import KekInfo
@@ -120,6 +120,20 @@ class RemoteKeyHsm:
 
     def check(self) -> None:
         self._call(wire.CHECK, [], retry=True)
+
+    def destroy_object_key(self, label: str) -> bool:
+        out = self._call(wire.DESTROY_OBJECT_KEY, [label.encode()], retry=True)  # idempotent
+        with self._answer():
+            (done,) = _exactly(out, 1)
+        return done == b"1"
+
+    def list_object_keys(self) -> list[per_object.ObjectKeyLabel]:
+        out = self._call(wire.LIST_OBJECT_KEYS, [], retry=True)
+        with self._answer():
+            parsed = [per_object.parse_label(wire.text(f)) for f in out]
+            if None in parsed:
+                raise wire.ProtocolError("not a per-object key label")
+        return [p for p in parsed if p is not None]
 
     def close(self) -> None:
         self._closed = True

@@ -174,6 +174,12 @@ class KeyHsmService:
         if op == wire.REWRAP:
             _arity(f, 9)
             return wire.sealed_fields(hsm.rewrap(text(f[0]), wire.sealed_from(f[2:]), text(f[1])))
+        if op == wire.DESTROY_OBJECT_KEY:
+            _arity(f, 1)
+            return [b"1" if hsm.destroy_object_key(text(f[0])) else b"0"]
+        if op == wire.LIST_OBJECT_KEYS:
+            _arity(f, 0)
+            return [k.label.encode() for k in hsm.list_object_keys()]
         if op == wire.CURRENT_KEK:
             _arity(f, 1)
             return wire.kek_fields(hsm.current_kek(text(f[0]) or None))

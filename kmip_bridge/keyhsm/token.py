@@ -37,6 +37,7 @@ from .library import (
     registry_lock,
     rv_text,
 )
+from .per_object import KeyCache
 
 log = logging.getLogger("kmip_bridge.keyhsm")
 
@@ -192,6 +193,7 @@ class PooledSession:
     # Key objects bound to this session, by (label, object class); python-pkcs11 ties a key object to
     # the session it was found on, so each pooled session keeps its own.
     keys: dict[tuple[str, int], Any] = field(default_factory=dict)
+    object_keys: KeyCache = field(default_factory=KeyCache)  # per-object keys, bounded
 
 
 class TokenConnection:

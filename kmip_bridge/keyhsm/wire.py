@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from .envelope import Sealed
 from .errors import IntegrityError, KekExists, KekNotFound, KekRevoked, KeyHsmError, TokenUnavailable
 from .kek import KekInfo
+from .per_object import ObjectKeyDestroyed
 
 # /2: sealed records carry their envelope format (a 7th field).
 MAGIC = b"kmip-bridge-keyhsm/2"
@@ -35,6 +36,8 @@ ROTATE_KEK = 7
 REVOKE_KEK = 8
 CHECK = 9
 REWRAP = 10
+DESTROY_OBJECT_KEY = 11  # keyhsm.per_object
+LIST_OBJECT_KEYS = 12
 
 OK = 0
 ERROR = 1
@@ -164,7 +167,10 @@ def keks_from(fields: Sequence[bytes]) -> list[KekInfo]:
 # -- errors -------------------------------------------------------------------------------------
 
 _ERRORS: dict[str, type[KeyHsmError]] = {
-    cls.__name__: cls for cls in (KeyHsmError, TokenUnavailable, KekNotFound, KekExists, KekRevoked, IntegrityError)
+    cls.__name__: cls
+    for cls in (
+        KeyHsmError, TokenUnavailable, KekNotFound, KekExists, KekRevoked, IntegrityError, ObjectKeyDestroyed,
+    )
 }
 
 
@@ -181,8 +187,10 @@ def error_from(fields: Sequence[bytes]) -> KeyHsmError:
         raise ProtocolError("an error has 3 fields")
     name, message, argument = (text(f) for f in fields)
     cls = _ERRORS.get(name, KeyHsmError)
-    if cls is KekRevoked:
-        exc: KeyHsmError = KekRevoked(argument)
+    if cls is ObjectKeyDestroyed:
+        exc: KeyHsmError = ObjectKeyDestroyed(argument)
+    elif cls is KekRevoked:
+        exc = KekRevoked(argument)
     elif cls is KekNotFound:
         exc = KekNotFound(argument, message)
     elif cls is KekExists:

@@ -1,15 +1,27 @@
-"""Activate, Revoke, Destroy: state transitions of the KMIP object life cycle."""
+"""Activate, Revoke, Destroy: state transitions of the KMIP object life cycle.
+
+An object with a per-object key (keyhsm.per_object) loses that key on the token when it is
+destroyed, after the row's Destroy has committed: a crash in between leaves a destroyed row whose
+key still exists, which 'kmip-bridge db check --repair' destroys; never a live row without its key.
+Revoke, even for a compromise, keeps the key: a Compromised object may still be used to process
+(decrypt, verify) what it protected, and only Destroy makes it irretrievable.
+"""
 
 from __future__ import annotations
+
+import logging
 
 from kmip.core.enums import ResultReason, RevocationReasonCode, State
 from kmip.core.enums import Tags as T
 
+from ..keyhsm import KeyHsmError, per_object
 from ..protocol.attributes import Attribute
 from ..protocol.errors import KmipError
 from ..protocol.ttlv import Item, Type
 from . import objects
 from .context import RequestContext
+
+log = logging.getLogger("kmip_bridge.operations")
 
 _COMPROMISE = {RevocationReasonCode.KEY_COMPROMISE.value, RevocationReasonCode.CA_COMPROMISE.value}
 
@@ -79,8 +91,23 @@ def destroy(ctx: RequestContext, payload: Item) -> Item:
         clear_material=True,
         replace=[_stamp("Destroy Date", objects.now())],
     )
+    if per_object.is_per_object(row.kek_kind) and row.kek_label:
+        label = row.kek_label
+        ctx.services.store.after_commit(lambda: _destroy_object_key(ctx, uid, label))
     ctx.id_placeholder = uid
     return objects.uid_payload(uid)
+
+
+def _destroy_object_key(ctx: RequestContext, uid: str, label: str) -> None:
+    """The object is destroyed (durably) whatever happens here; a key left behind is an orphan
+    for the sweep, so a token failure is logged, not reported as a failed Destroy."""
+    try:
+        ctx.services.keyhsm.destroy_object_key(label)  # type: ignore[union-attr]
+    except KeyHsmError as exc:
+        log.warning(
+            "per-object key not destroyed; 'kmip-bridge db check --repair' will",
+            extra={"uid": uid, "kek": label, "error": str(exc)},
+        )
 
 
 def _as_value(item: Item) -> Item:

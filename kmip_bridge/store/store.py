@@ -434,12 +434,26 @@ class Store:
         if _TX.get() is not None:
             yield
             return
+        after: list[Callable[[], None]] = []
         with self._begin() as conn:
-            token = _TX.set(conn)
+            token, after_token = _TX.set(conn), _AFTER.set(after)
             try:
                 yield
             finally:
                 _TX.reset(token)
+                _AFTER.reset(after_token)
+        for action in after:  # committed: the changes they follow are durable
+            action()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Runs ``action`` once the current unit of work has committed (now, outside one: every
+        store call then commits on its own); never if it rolls back. For side effects outside the
+        database that must follow a durable change (destroying a per-object key on the token)."""
+        pending = _AFTER.get()
+        if _TX.get() is None or pending is None:
+            action()
+        else:
+            pending.append(action)
 
     @contextmanager
     def reading(self) -> Iterator[None]:
@@ -555,6 +569,7 @@ class _Pinned:
 # thread.
 _TX: ContextVar[Connection | None] = ContextVar("kmip_bridge_store_tx", default=None)
 _READ: ContextVar[_Pinned | None] = ContextVar("kmip_bridge_store_read", default=None)
+_AFTER: ContextVar[list[Callable[[], None]] | None] = ContextVar("kmip_bridge_store_after", default=None)
 _R = TypeVar("_R")
 
 # Bulk loads (insert_objects); the request path's statements are in hot.py.

@@ -191,3 +191,25 @@ def test_sweep_draws_both_servers(tmp_path: Path) -> None:
         assert drawn[(target, "ops/s")] == [(p["clients"], p["ops_per_s"]) for p in points]
         assert drawn[(target, "p99 ms (slowest operation)")] == [(p["clients"], p["p99_ms"]) for p in points]
     assert len(drawn) == 4
+
+
+def test_per_object_beside_shared_kek(tmp_path: Path) -> None:
+    data = _bench(tmp_path, "--per-object", "both")
+    shared, own = data["results"]
+    assert (shared["config"]["per_object"], own["config"]["per_object"]) == (False, True)
+    assert own["target"] == "kmip-bridge-per-object"
+    for r in (shared, own):
+        _check(r, {"create", "get"})  # no false "irretrievable" under create-get either
+
+
+def test_per_object_cost(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kmip_bridge.bench.per_object_cost", "--sizes", "0,5", "--calls", "3",
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    sizes = [ln.split("|")[1].strip() for ln in done.stdout.splitlines() if ln.startswith(("| 0 |", "| 5 |"))]
+    assert sizes == ["0", "5"]
+    assert "| EC P-256" in done.stdout and "| RSA-3072" in done.stdout
+    assert not list(tmp_path.iterdir()), "temporary instance left behind"
