@@ -188,8 +188,11 @@ def _driver_error(exc: Exception) -> bool:
 
 
 def run_item(ctx: RequestContext, item: BatchItem) -> Result:
-    # An operation the request's protocol version does not define is not supported in it.
-    handler = HANDLERS.get(item.operation) if versions.operation_in(item.operation, ctx.version) else None
+    # An operation the request's protocol version does not define is not supported in it, except
+    # Discover Versions (1.1): it is how a client finds a version, and 1.0 clients (libmongocrypt)
+    # send it in a 1.0 header.
+    defined = item.operation == Operation.DISCOVER_VERSIONS.value or versions.operation_in(item.operation, ctx.version)
+    handler = HANDLERS.get(item.operation) if defined else None
     started = time.perf_counter()
     if handler is None:
         error = KmipError(

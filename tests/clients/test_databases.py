@@ -39,8 +39,6 @@ def test_mongodb_encrypted_storage_engine(server: Server, instance: Instance, ve
         assert c.state(key) == enums.State.DEACTIVATED.value
 
 
-@pytest.mark.xfail(strict=True, reason="version gating of GetAttributes is issue 13 (branch coverage): "
-                   "1.0 still receives Fresh; strict, so this turns red once that lands - drop the mark")
 def test_mongodb_legacy_get_attributes_all_speaks_1_0(server: Server, instance: Instance) -> None:
     """A KMIP 1.0 client asking for every attribute gets only attributes KMIP 1.0 defines (no
     Fresh, no Original Creation Date...): the response check refuses any other."""
