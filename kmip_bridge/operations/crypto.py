@@ -82,6 +82,11 @@ def _symmetric(
             if not isinstance(iv, bytes | None) or not isinstance(aad, bytes):
                 raise KmipError(ResultReason.INVALID_FIELD, "IV/Counter/Nonce and additional data are bytes")
             spec, generated = ciphers.resolve(ctx, use.algorithm, use.params, iv, aad, encrypting)
+            if spec.aead and ctx.version < (1, 4):
+                # Authenticated Encryption Tag / Additional Data are KMIP 1.4 fields: an earlier
+                # version has no way to carry the tag, so the mode is refused, never half-done.
+                raise keyuse.unsupported(ctx, "authenticated encryption (GCM, ChaCha20-Poly1305) needs "
+                                              "KMIP 1.4 or later: earlier versions cannot carry its tag")
             stream.state["spec"] = spec
             if generated:
                 extra.append(ttlv.bytes_(T.IV_COUNTER_NONCE, spec.iv))  # type: ignore[arg-type]

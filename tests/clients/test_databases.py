@@ -241,11 +241,17 @@ def test_encrypt_without_a_block_cipher_mode_is_refused_not_defaulted(server: Se
         assert len(out.value_of(T.DATA.value)) == 32  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 (version gating): a GCM Encrypt at 1.2 answers with "
-                   "Authenticated Encryption Tag, a KMIP 1.4 tag; strict - drop the mark once fixed")
 def test_gcm_encrypt_at_1_2_carries_only_1_2_tags(server: Server, instance: Instance) -> None:
     with Conversation(server, instance, "libmongocrypt", (1, 2)) as c:
         key = c.create_aes(mask=12)
         c.activate(key)
-        c.call(Operation.ENCRYPT, payload(uid(key), ttlv.struct_(T.CRYPTOGRAPHIC_PARAMETERS, [
-            ttlv.enum(T.BLOCK_CIPHER_MODE, enums.BlockCipherMode.GCM)]), ttlv.bytes_(T.DATA, b"x" * 16)))
+        gcm = payload(uid(key), ttlv.struct_(T.CRYPTOGRAPHIC_PARAMETERS, [
+            ttlv.enum(T.BLOCK_CIPHER_MODE, enums.BlockCipherMode.GCM)]), ttlv.bytes_(T.DATA, b"x" * 16))
+        # 1.2 has no Authenticated Encryption Tag: the mode is refused (every response the
+        # conversation reads is still checked for 1.2 tags only), never answered with a 1.4 tag.
+        failure = c.fails(Operation.ENCRYPT, gcm)
+        assert failure.reason == enums.ResultReason.FEATURE_NOT_SUPPORTED.value, failure.message
+    # Control: the same request at 1.4 is answered, with its tag.
+    with Conversation(server, instance, "libmongocrypt", (1, 4)) as c:
+        out = c.call(Operation.ENCRYPT, gcm)
+        assert len(out.value_of(T.AUTHENTICATED_ENCRYPTION_TAG.value)) == 16  # type: ignore[arg-type]
