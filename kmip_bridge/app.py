@@ -151,6 +151,7 @@ class App:
             audit=audit, max_request_work=settings.server.max_request_work, budgets=budgets(settings),
             max_located_items=settings.server.max_located_items,
             bind_credential=settings.policy.bind_credential,
+            unique_names=settings.policy.unique_names,
         )
         # metrics on: this worker's token and database checks, published for /readyz
         self._readiness = metrics.start_readiness(self._check_ready)

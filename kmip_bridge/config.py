@@ -145,6 +145,9 @@ class PolicySettings:
     # A Username and Password credential in a request header (some appliances send one besides
     # their certificate) must name the certificate's identity; false: credentials are ignored.
     bind_credential: bool = False
+    # Name values unique among the objects a client can see at Create/Register too, not only on
+    # Add/Modify Attribute. Off by default: PyKMIP gives every object the same default Name.
+    unique_names: bool = False
 
 
 @dataclass(frozen=True)

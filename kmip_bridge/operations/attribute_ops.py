@@ -169,28 +169,18 @@ def _check_writable(ctx: RequestContext, row: ObjectRow, attr: Attribute, existi
 
 
 def _check_name_free(ctx: RequestContext, uid: str, attr: Attribute, own: list[AttrRow]) -> None:
-    """Name values are unique (BL-M-8-21) — among the objects the caller can see, so that the
-    answer never reveals a name another tenant chose."""
+    """Name values are unique among the objects the caller can see (objects.require_name_free)."""
     if attr.name != "Name":
         return
     key = objects.search_key(attr.value)
     if key is None:
         return
-    taken = any(r.search == key for r in own)
-    if not taken:
-        policy = ctx.services.policy
-        scope = policy.locate_scope(ctx.identity)
-        rows = ctx.services.store.locate(
-            owner=scope.owner, other_types=scope.other_types, attribute_filters=[("Name", key)]
-        )
-        taken = any(
-            r.uid != uid and policy.visible(ctx.identity, r.object_type, r.owner, r.policy) for r in rows
-        )
-    if taken:
+    if any(r.search == key for r in own):
         raise _by_version(
             ctx, ResultReason.ILLEGAL_OPERATION, ResultReason.NON_UNIQUE_NAME_ATTRIBUTE,
             "that Name is already in use",
         )
+    objects.require_name_free(ctx, uid, key)
 
 
 def _write_named(ctx: RequestContext, uid: str, row: ObjectRow, attr: Attribute, own: list[AttrRow],

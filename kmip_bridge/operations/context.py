@@ -46,6 +46,7 @@ class Services:
     budgets: Budgets = field(default_factory=Budgets)
     max_located_items: int = 65535  # server.max_located_items: identifiers in one Locate answer
     bind_credential: bool = False  # policy.bind_credential: header usernames must be the identity
+    unique_names: bool = False  # policy.unique_names: Names unique at Create/Register too
 
 
 @dataclass

@@ -352,9 +352,33 @@ def insert_new(
         fresh=fresh,
         **sealed_columns(sealed),  # type: ignore[arg-type]
     )
-    ctx.services.store.insert_object(row, [to_row(a) for a in [*attrs, *stamp]])
+    rows = [to_row(a) for a in [*attrs, *stamp]]
+    store = ctx.services.store
+    names = sorted({k for a in attrs if a.name == "Name" and (k := search_key(a.value)) is not None})
+    if names and ctx.services.unique_names:
+        # policy.unique_names: the Name rule of Add/Modify Attribute at creation too, checked and
+        # written under a lock on each name value (in sorted order: no deadlock) until commit.
+        with store.unit_of_work():
+            for key in names:
+                store.serialize("name:" + key)
+                require_name_free(ctx, uid, key)
+            store.insert_object(row, rows)
+    else:
+        store.insert_object(row, rows)
     ctx.id_placeholder = uid
     return uid
+
+
+def require_name_free(ctx: RequestContext, uid: str, key: str) -> None:
+    """Name values are unique (BL-M-8-21) among the objects the caller can see, so that the answer
+    never reveals a name another tenant chose. ``key`` is the Name's search key."""
+    policy = ctx.services.policy
+    scope = policy.locate_scope(ctx.identity)
+    rows = ctx.services.store.locate(owner=scope.owner, other_types=scope.other_types,
+                                     attribute_filters=[("Name", key)])
+    if any(r.uid != uid and policy.visible(ctx.identity, r.object_type, r.owner, r.policy) for r in rows):
+        raise KmipError(ResultReason.NON_UNIQUE_NAME_ATTRIBUTE if ctx.v2 else ResultReason.ILLEGAL_OPERATION,
+                        "that Name is already in use")
 
 
 def update(ctx: RequestContext, row: ObjectRow, **changes: object) -> None:

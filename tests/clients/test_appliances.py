@@ -221,3 +221,32 @@ def test_header_indicators_answered_synchronously(server: Server, instance: Inst
                           ttlv.boolean(T.BATCH_ORDER_OPTION, True)])
         assert [i.value_of(T.RESULT_STATUS.value) for i in reply.items] == [enums.ResultStatus.SUCCESS.value] * 2
         assert all(i.get(T.ASYNCHRONOUS_CORRELATION_VALUE.value) is None for i in reply.items)
+
+
+def test_unique_names_at_create_when_enabled(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """policy.unique_names: a Create whose Name another visible object holds is refused, as Add
+    Attribute already is, and stores nothing; another name, or the same name for a client that
+    cannot see the first object, is served. (Off by default: PyKMIP names every object alike.)"""
+    import yaml
+
+    from ..e2e.conftest import make_instance
+    from .wire import KmipFailure
+
+    inst = make_instance(tmp_path / "unique", None)
+    cfg = yaml.safe_load(inst.config.read_text())
+    cfg["policy"]["unique_names"] = True
+    inst.config.write_text(yaml.safe_dump(cfg))
+    srv = inst.start(workers=1)
+    try:
+        with Conversation(srv, inst, "synology", (1, 2)) as c:
+            first = c.create_aes(attr("Name", name_value("volume-1")))
+            with pytest.raises(KmipFailure) as refused:
+                c.create_aes(attr("Name", name_value("volume-1")))
+            assert refused.value.reason == ResultReason.ILLEGAL_OPERATION.value
+            found, _ = c.locate(attr("Name", name_value("volume-1")))
+            assert found == [first], "the refused Create stored an object"
+            c.create_aes(attr("Name", name_value("volume-2")))  # control: another name
+        with Conversation(srv, inst, "veeam", (1, 4)) as other:  # cannot see synology's key
+            other.create_aes(attr("Name", name_value("volume-1")))
+    finally:
+        assert srv.stop() == 0

@@ -42,7 +42,7 @@ def test_the_filter_sees_setuptools_warnings() -> None:
     assert len(setuptools_warnings(sample)) == 3
 
 
-def test_wheel_builds_without_warnings_and_holds_only_the_server(tmp_path: Path) -> None:
+def _copy_of_the_tree(tmp_path: Path) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
     buf = BytesIO()
@@ -54,16 +54,32 @@ def test_wheel_builds_without_warnings_and_holds_only_the_server(tmp_path: Path)
     src = tmp_path / "src"
     with tarfile.open(fileobj=buf) as tar:
         tar.extractall(src, filter="data")
+    return src
+
+
+def _pip(args: list[str]) -> tuple[int, str]:
     # PYTHONDONTWRITEBYTECODE makes distutils say "byte-compiling is disabled": not the project's.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--wheel-dir", str(tmp_path / "dist"), str(src)],
-        capture_output=True, text=True, timeout=600, env=env,
-    )
+    out = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=600, env=env)
     log = out.stdout + out.stderr
     if out.returncode != 0 and "Could not find a version that satisfies the requirement setuptools" in log:
         pytest.skip("SKIPPING LOUDLY: no package index reachable for the isolated build's setuptools")
-    assert out.returncode == 0, log[-3000:]
+    return out.returncode, log
+
+
+def test_editable_install_is_quiet_too(tmp_path: Path) -> None:
+    """scripts/bootstrap.sh installs the checkout editable: that build must be as quiet."""
+    src = _copy_of_the_tree(tmp_path)
+    code, log = _pip(["install", "-v", "--no-deps", "--prefix", str(tmp_path / "prefix"), "-e", str(src)])
+    assert code == 0, log[-3000:]
+    assert "running editable_wheel" in log  # the backend's output is in the log (pip -v)
+    assert setuptools_warnings(log) == [], "\n".join(setuptools_warnings(log))
+
+
+def test_wheel_builds_without_warnings_and_holds_only_the_server(tmp_path: Path) -> None:
+    src = _copy_of_the_tree(tmp_path)
+    code, log = _pip(["wheel", "-v", "--no-deps", "--wheel-dir", str(tmp_path / "dist"), str(src)])
+    assert code == 0, log[-3000:]
     assert "running build_py" in log  # the backend's output is in the log (pip -v), so the check sees it
     assert setuptools_warnings(log) == [], "\n".join(setuptools_warnings(log))
 
