@@ -70,7 +70,11 @@ def _pip(args: list[str]) -> tuple[int, str]:
 def test_editable_install_is_quiet_too(tmp_path: Path) -> None:
     """scripts/bootstrap.sh installs the checkout editable: that build must be as quiet."""
     src = _copy_of_the_tree(tmp_path)
-    code, log = _pip(["install", "-v", "--no-deps", "--prefix", str(tmp_path / "prefix"), "-e", str(src)])
+    # Into a throwaway venv (pip --python): installing into this one would replace the checkout's
+    # own editable install, which every other test runs.
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    code, log = _pip(["--python", str(tmp_path / "venv" / "bin" / "python"),
+                      "install", "-v", "--no-deps", "-e", str(src)])
     assert code == 0, log[-3000:]
     assert "running editable_wheel" in log  # the backend's output is in the log (pip -v)
     assert setuptools_warnings(log) == [], "\n".join(setuptools_warnings(log))
