@@ -75,11 +75,10 @@ def require_export(ctx: RequestContext, row: ObjectRow, wrapped: bool) -> Protec
     return p
 
 
-def wrapping_key(ctx: RequestContext, uid: str, wrapped: Protection) -> ObjectRow:
-    """The wrapping key of a Get, if the caller may wrap with it: visible, the WrapKey policy
-    grant, Active, and a Cryptographic Usage Mask with Wrap Key. A wrap under a key the caller
-    can read in the clear, or can Decrypt with, is no wrap at all: a Sensitive key is only wrapped
-    under a symmetric key that is itself Sensitive or not Extractable and cannot Decrypt."""
+def wrapping_key_row(ctx: RequestContext, uid: str, usage: int) -> ObjectRow:
+    """A key the caller wraps or unwraps with: visible under the WrapKey grant (unwrapping under
+    someone's key is as much an oracle as wrapping), not destroyed, usable for ``usage`` (Wrap Key
+    or Unwrap Key), with a Cryptographic Usage Mask that says so."""
     try:
         row = objects.load_visible(ctx, uid, operation=WRAP_KEY)
     except KmipError as exc:
@@ -91,7 +90,16 @@ def wrapping_key(ctx: RequestContext, uid: str, wrapped: Protection) -> ObjectRo
     if not row.has_material:
         raise keys.by_version(ctx, ResultReason.ITEM_NOT_FOUND, ResultReason.WRAPPING_OBJECT_DESTROYED,
                               "the wrapping key was destroyed")
-    keys.require_usable(ctx, row, CryptographicUsageMask.WRAP_KEY.value, "wrapping key", mask_required=True)
+    keys.require_usable(ctx, row, usage, "wrapping key", mask_required=True)
+    return row
+
+
+def wrapping_key(ctx: RequestContext, uid: str, wrapped: Protection) -> ObjectRow:
+    """The wrapping key of a Get, if the caller may wrap with it: visible, the WrapKey policy
+    grant, Active, and a Cryptographic Usage Mask with Wrap Key. A wrap under a key the caller
+    can read in the clear, or can Decrypt with, is no wrap at all: a Sensitive key is only wrapped
+    under a symmetric key that is itself Sensitive or not Extractable and cannot Decrypt."""
+    row = wrapping_key_row(ctx, uid, CryptographicUsageMask.WRAP_KEY.value)
     if wrapped.sensitive and row.object_type == ObjectType.SYMMETRIC_KEY.value:
         own = protection(ctx, row)
         if not own.restricted:

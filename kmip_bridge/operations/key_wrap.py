@@ -34,7 +34,7 @@ from kmip.core.enums import Tags as T
 
 from ..protocol import attributes as wire
 from ..protocol import ttlv
-from ..protocol.errors import KmipError, invalid_field, not_found
+from ..protocol.errors import KmipError, invalid_field
 from ..protocol.ttlv import Item, Type
 from ..store import ObjectRow
 from . import export, formats, keys, objects, pkcs12
@@ -160,24 +160,6 @@ def _key_value_with(ctx: RequestContext, row: ObjectRow, value: Item, names: lis
     return ttlv.struct_(T.KEY_VALUE, [*material, *extra])
 
 
-def _wrapping_key(ctx: RequestContext, uid: str,
-                  usage: int = CryptographicUsageMask.WRAP_KEY.value) -> ObjectRow:
-    try:
-        # The WrapKey grant as for wrapping: unwrapping under a key is as much an oracle.
-        row = objects.load_visible(ctx, uid, operation=export.WRAP_KEY)
-    except KmipError as exc:
-        if exc.reason in (ResultReason.ITEM_NOT_FOUND.value, ResultReason.OBJECT_NOT_FOUND.value):
-            if ctx.v2:
-                raise KmipError(ResultReason.WRAPPING_OBJECT_NOT_FOUND, "wrapping key not found") from None
-            raise not_found("wrapping key") from None
-        raise
-    if not row.has_material:
-        raise keys.by_version(ctx, ResultReason.ITEM_NOT_FOUND, ResultReason.WRAPPING_OBJECT_DESTROYED,
-                              "the wrapping key was destroyed")
-    keys.require_usable(ctx, row, usage, "wrapping key", mask_required=True)
-    return row
-
-
 def _stored_parameters(ctx: RequestContext, uid: str) -> Item | None:
     """The wrapping key's own Cryptographic Parameters, used when the request names none."""
     rows = ctx.services.store.load_attributes(uid, ["Cryptographic Parameters"])
@@ -246,7 +228,7 @@ def unwrap_stored(ctx: RequestContext, obj: Item) -> Item:
     uid = info.value_of(T.UNIQUE_IDENTIFIER.value) if info is not None else None
     if not isinstance(uid, str):
         raise invalid_field("the stored Key Wrapping Data names no wrapping key")
-    wrapping_row = _wrapping_key(ctx, uid, CryptographicUsageMask.UNWRAP_KEY.value)
+    wrapping_row = export.wrapping_key_row(ctx, uid, CryptographicUsageMask.UNWRAP_KEY.value)
     if wrapping_row.object_type != ObjectType.SYMMETRIC_KEY.value:
         raise unsupported(ctx, "only keys wrapped with an AES key on this server can be unwrapped")
     params = info.get(T.CRYPTOGRAPHIC_PARAMETERS.value) or _stored_parameters(ctx, uid)  # type: ignore[union-attr]
