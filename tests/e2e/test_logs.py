@@ -143,12 +143,14 @@ FORGED_LINE = "2026-01-01 00:00:00,000 INFO kmip_bridge.server: forged"
 
 def _hostile_traffic(instance: Instance, server: Server, evil_cert: tuple) -> None:  # type: ignore[type-arg]
     """A Log message and a CN with a newline and a forged line after it, a ~1 MB Interop
-    identifier; then a plain Log message as the control."""
+    identifier; then a plain Log message as the control. Log and Interop are KMIP 2.x operations
+    (a 1.x request for them is Operation Not Supported and logs no client text)."""
+    v2 = (2, 1)
     with connect(instance, server) as c:
-        send(c, [(Operation.LOG, [ttlv.text(T.LOG_MESSAGE, "note\n" + FORGED_LINE)])])
+        send(c, [(Operation.LOG, [ttlv.text(T.LOG_MESSAGE, "note\n" + FORGED_LINE)])], v2)
         send(c, [(Operation.INTEROP, [ttlv.enum(T.INTEROP_FUNCTION, enums.InteropFunction.BEGIN),
-                                      ttlv.text(T.INTEROP_IDENTIFIER, "I" * 1_000_000)])])
-        send(c, [(Operation.LOG, [ttlv.text(T.LOG_MESSAGE, "plain-control-note")])])
+                                      ttlv.text(T.INTEROP_IDENTIFIER, "I" * 1_000_000)])], v2)
+        send(c, [(Operation.LOG, [ttlv.text(T.LOG_MESSAGE, "plain-control-note")])], v2)
     ctx = client_context(instance.dir / "pki" / "ca.pem", *evil_cert)
     with RawClient("127.0.0.1", server.port, ctx) as c:
         send(c, [(Operation.QUERY, [])])

@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +22,8 @@ from kmip_bridge.store.store import normalise_url
 
 from .conftest import CLI, Instance, Server, make_instance, run_cli
 from .tokens import OPENCRYPTOKI, SOFTHSM2
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
 
@@ -194,30 +198,18 @@ def test_rewrap_killed_halfway_resumes(server: Server, instance: Instance) -> No
 def test_format_1_rows_still_open_and_rewrap_converts_them_once(server: Server, instance: Instance) -> None:
     """Rows written before envelope format 2 (material bound to the KEK) keep opening; rewrap
     re-seals them into format 2, after which the old KEK version can go."""
-    from kmip_bridge.app import open_keyhsm
-    from kmip_bridge.config import load
-    from kmip_bridge.operations.objects import _aad_context, sealed_columns, sealed_of
-    from kmip_bridge.store import ObjectRow
-    from tests.legacy_envelope import seal_v1
-
     cfg = str(instance.config)
     c = _client(server)
-    hsm = open_keyhsm(load(instance.config))
-    engine = sa.create_engine(normalise_url(instance.database_url))
     try:
         made = _make_objects(c, 12, "c")
         old_label = _current(instance)
-        # Turn them into format-1 rows, as the previous release wrote them (same material).
-        with engine.begin() as conn:
-            for uid in made:
-                row = conn.execute(sa.text("SELECT * FROM objects WHERE uid = :u"), {"u": uid}).one()
-                ctx = _aad_context(row.object_type)
-                # psycopg2 hands bytea over as memoryview through a text query: make it bytes.
-                values = {k: bytes(v) if isinstance(v, memoryview) else v for k, v in row._mapping.items()}
-                plain = hsm.open(uid, sealed_of(ObjectRow(**values)), ctx)
-                legacy = sealed_columns(seal_v1(hsm, uid, plain, ctx))
-                sets = ", ".join(f"{k} = :{k}" for k in legacy)
-                conn.execute(sa.text(f"UPDATE objects SET {sets} WHERE uid = :u"), {**legacy, "u": uid})
+        # Turn them into format-1 rows, as the previous release wrote them (same material), in a
+        # process of its own (tests/legacy_envelope.make_format_1 says why).
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.legacy_envelope", cfg, instance.database_url, *made],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
         before = _envelopes(instance, list(made))
         assert {e["envelope_format"] for e in before.values()} == {1}
         for uid, value in made.items():  # old rows open as they are
@@ -235,7 +227,5 @@ def test_format_1_rows_still_open_and_rewrap_converts_them_once(server: Server, 
         for uid, value in made.items():
             assert c.get(uid).value == value
     finally:
-        engine.dispose()
-        hsm.close()
         c.close()
     assert server.alive()
