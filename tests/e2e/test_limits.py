@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS: dict[str, object] = {
     "workers": 2, "max_message_size": 1_048_576, "max_connections": 1024, "idle_timeout": 300,
     "read_timeout": 30, "drain_timeout": 10, "max_batch_items": 1000, "max_depth": 32, "max_items": 100_000,
+    # start() writes its overrides into the module's config file: reset what other tests lower
+    # (a 1 s handshake_timeout left behind reset the drain test's handshakes on a busy machine).
+    "handshake_timeout": 10, "max_handshakes": 128, "max_handshakes_per_ip": 32,
 }
 LIMITED: dict[str, object] = {
     **DEFAULTS, "workers": 1, "max_batch_items": 5, "max_depth": 8, "max_items": 60,
