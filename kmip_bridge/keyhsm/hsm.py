@@ -134,12 +134,7 @@ class KeyHsm:
             return per_object.destroy(session, label)
 
     def list_object_keys(self) -> list[ObjectKeyLabel]:
-        self._token.ensure_login()  # private keys are invisible without it
-        try:
-            with self._token.session() as ps, self._token.reading():
-                return per_object.list_labels(ps.session)
-        except p11e.PKCS11Error as exc:
-            raise _unavailable(None, "listing per-object keys", exc) from None
+        return self._listing("listing per-object keys", per_object.list_labels)
 
     def _wrap(self, info: KekInfo, dek: bytes, object_id: str, context: str) -> tuple[WrapMechanism, bytes, bytes]:
         """(mechanism, wrapped DEK, wrap nonce) under KEK ``info``, bound to the object, the KEK
@@ -393,12 +388,17 @@ class KeyHsm:
         return latest
 
     def list_keks(self) -> list[KekInfo]:
-        self._token.ensure_login()  # private KEKs are invisible without it
+        return self._listing("listing KEKs", kek.list_keks)
+
+    def _listing(self, what: str, read: Callable[[Any], list[T]]) -> list[T]:
+        """``read(session)`` of the token's objects, logged in (private objects are invisible
+        without it) and under the read side of the token lock."""
+        self._token.ensure_login()
         try:
             with self._token.session() as ps, self._token.reading():
-                return kek.list_keks(ps.session)
+                return read(ps.session)
         except p11e.PKCS11Error as exc:
-            raise _unavailable(None, "listing KEKs", exc) from None
+            raise _unavailable(None, what, exc) from None
 
     def create_kek(self, name: str, kind: str) -> KekInfo:
         kek.check_name(name)
