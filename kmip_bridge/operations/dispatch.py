@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .. import keyhsm, logs, metrics
-from ..protocol import messages, ttlv, versions
+from ..protocol import gate, messages, ttlv, versions
 from ..protocol.errors import KmipError
 from ..protocol.messages import BatchItem, Request, Response, Result
 from ..protocol.ttlv import Item, Type
@@ -204,6 +204,8 @@ def run_item(ctx: RequestContext, item: BatchItem) -> Result:
         ctx.operation = item.operation
         try:
             out = _call(handler, ctx, payload, item.operation)
+            # Whatever the handler built, only what the request's version defines leaves (gate.py).
+            out = gate.fit(out, ctx.version, item.operation) if out is not None else out
             result = Result(item.operation, item.unique_batch_item_id, payload=out)
         except Exception as exc:
             error = to_kmip_error(exc)
@@ -215,11 +217,20 @@ def run_item(ctx: RequestContext, item: BatchItem) -> Result:
                                                   PoolTimeout, DBAPIError)),
                 )
             result = Result.failure(item, error)
-            result.payload = getattr(error, "payload", None)  # a failed 1.x Check names what failed
+            result.payload = _failure_payload(ctx, error, item.operation)
     auditing.record(ctx, item, result, started)  # the audit file (if enabled) and the log line
     reason = None if result.reason is None else _REASON.get(result.reason, "unknown")
     metrics.observe(_op_name(item.operation), _STATUS.get(result.status, "unknown"), started, reason)
     return result
+
+
+def _failure_payload(ctx: RequestContext, error: KmipError, operation: int) -> Item | None:
+    """The payload a failure carries (a failed 1.x Check names what failed), as the version can."""
+    failed = getattr(error, "payload", None)
+    try:
+        return gate.fit(failed, ctx.version, operation) if failed is not None else None
+    except KmipError:
+        return None
 
 
 class _UndoBatch(Exception):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from kmip.core.enums import Operation
 from kmip.core.enums import Tags as T
 
-from ..protocol import ttlv
+from ..protocol import gate, ttlv
 from ..protocol.ttlv import Item, Type
 from . import key_wrap, objects
 from .context import RequestContext
@@ -19,13 +20,16 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         obj = key_wrap.prepare_for_get(ctx, row, obj, payload)
     if not ctx.v2:
         obj = _without_attributes(obj)
-    if row.fresh:
-        ctx.services.store.mark_served(uid)
-    ctx.id_placeholder = uid
-    return ttlv.struct_(
+    out = ttlv.struct_(
         T.RESPONSE_PAYLOAD,
         [ttlv.enum(T.OBJECT_TYPE, row.object_type), ttlv.text(T.UNIQUE_IDENTIFIER, uid), obj],
     )
+    # An object the client's version cannot express is refused before it counts as served.
+    out = gate.fit(out, ctx.version, Operation.GET.value)
+    if row.fresh:
+        ctx.services.store.mark_served(uid)
+    ctx.id_placeholder = uid
+    return out
 
 
 def _without_attributes(obj: Item) -> Item:

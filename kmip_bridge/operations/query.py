@@ -92,8 +92,9 @@ def _capabilities(ctx: RequestContext) -> list[Item]:
         ttlv.boolean(T.STREAMING_CAPABILITY, True),  # Init/Final Indicator with Correlation Value
         ttlv.boolean(T.ASYNCHRONOUS_CAPABILITY, False),
         ttlv.boolean(T.ATTESTATION_CAPABILITY, False),
-        ttlv.boolean(T.BATCH_UNDO_CAPABILITY, True),
-        ttlv.boolean(T.BATCH_CONTINUE_CAPABILITY, True),
+        # Batch Undo / Continue Capability are KMIP 1.4 fields (tags 0x4200F9/FA).
+        *([ttlv.boolean(T.BATCH_UNDO_CAPABILITY, True), ttlv.boolean(T.BATCH_CONTINUE_CAPABILITY, True)]
+          if ctx.version >= versions.V14 else []),
         # A wrapped key Registered stays wrapped: the server keeps what it was given.
         ttlv.enum(T.UNWRAP_MODE, UnwrapMode.NOT_PROCESSED),
         # Destroy erases the sealed material and keeps the metadata (KMIP's destroyed object).

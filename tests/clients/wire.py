@@ -2,9 +2,9 @@
 
 Each request is built byte for byte with the project's TTLV codec (as the field client sends it);
 each response is decoded strictly and checked against what that protocol version defines: the
-header echoes the version, every tag exists in it, every 1.x attribute name is one of its
-attributes (or a custom x-/y- one), the batch items answer the operations asked, and no attribute
-is carried inside a Key Value.
+header echoes the version, every tag, enumeration value and mask bit exists in it (the tables of
+protocol/enumerations.py), every 1.x attribute name is one of its attributes (or a custom x-/y-
+one), the batch items answer the operations asked, and no attribute is carried inside a Key Value.
 """
 
 from __future__ import annotations
@@ -18,19 +18,13 @@ from kmip.core.enums import Tags as T
 
 from kmip_bridge.client import RawClient, client_context
 from kmip_bridge.protocol import attributes as wire_attrs
-from kmip_bridge.protocol import messages, ttlv
+from kmip_bridge.protocol import enumerations, gate, messages, ttlv
 from kmip_bridge.protocol.ttlv import Item, Type
 
 from ..e2e.conftest import Instance, Server
 
 Version = tuple[int, int]
 
-# The highest tag each version defines (KMIP 1.0 §9.1.3.1 and the "new tags" of each later
-# version, in the order PyKMIP's enums list them). 2.1 is checked as 2.0 plus its own additions.
-_MAX_TAG: dict[Version, int] = {
-    (1, 0): 0x4200A1, (1, 1): 0x4200B7, (1, 2): 0x4200D3, (1, 3): 0x4200F7, (1, 4): 0x420124,
-    (2, 0): 0x420165, (2, 1): 0x42FFFF,
-}
 _PYKMIP_VERSION = {
     (1, 0): enums.KMIPVersion.KMIP_1_0, (1, 1): enums.KMIPVersion.KMIP_1_1,
     (1, 2): enums.KMIPVersion.KMIP_1_2, (1, 3): enums.KMIPVersion.KMIP_1_3,
@@ -59,6 +53,10 @@ def check_well_formed(data: bytes, version: Version, operations: list[int]) -> I
     items = message.all(T.BATCH_ITEM.value)
     assert header.value_of(T.BATCH_COUNT.value) == len(items)
     _check_tags(message, version, [])
+    for item in items:  # every enumeration value, mask bit and attribute in the version (gate.py's rules)
+        body = item.get(T.RESPONSE_PAYLOAD.value)
+        found = gate.problem(body, version) if body is not None else None
+        assert found is None, f"KMIP {version}: the response carries {found}"
     for item, op in zip(items, operations, strict=False):
         status = item.value_of(T.RESULT_STATUS.value)
         assert status is not None
@@ -74,7 +72,7 @@ def check_well_formed(data: bytes, version: Version, operations: list[int]) -> I
 
 def _check_tags(item: Item, version: Version, path: list[str]) -> None:
     where = "/".join([*path, ttlv.tag_name(item.tag)])
-    assert item.tag <= _MAX_TAG[version], f"{where}: tag 0x{item.tag:06X} does not exist in KMIP {version}"
+    assert enumerations.tag_in(item.tag, version), f"{where}: tag 0x{item.tag:06X} does not exist in KMIP {version}"
     assert item.tag >> 16 == 0x42, f"{where}: extension tag 0x{item.tag:06X} sent unasked"
     if item.type == Type.STRUCTURE:
         for child in item:
