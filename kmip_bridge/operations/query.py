@@ -64,9 +64,10 @@ def _objects(ctx: RequestContext) -> list[Item]:
 
 
 def _server_information(ctx: RequestContext) -> list[Item]:
-    # Vendor-specific content in 1.x; Product Name and Server Version are the 2.0 fields.
-    return [ttlv.text(T.VENDOR_IDENTIFICATION, VENDOR), ttlv.struct_(T.SERVER_INFORMATION, [
-        ttlv.text(T.PRODUCT_NAME, VENDOR), ttlv.text(T.SERVER_VERSION, __version__)])]
+    # Product Name and Server Version are 2.0 fields (tags 0x420131/0x42012F); a 1.x Server
+    # Information holds vendor-specific content only, and is empty here (as the 1.4 vectors show).
+    fields = [ttlv.text(T.PRODUCT_NAME, VENDOR), ttlv.text(T.SERVER_VERSION, __version__)] if ctx.v2 else []
+    return [ttlv.text(T.VENDOR_IDENTIFICATION, VENDOR), ttlv.struct_(T.SERVER_INFORMATION, fields)]
 
 
 def _rngs(ctx: RequestContext) -> list[Item]:

@@ -50,7 +50,7 @@ def problem(item: Item, version: Version, tag: int | None = None) -> str | None:
         return None if attribute_in(item.value, version) else f"attribute '{item.value}'"
     if item.type != Type.STRUCTURE:
         return None
-    if item.tag == T.ATTRIBUTE.value:
+    if item.tag in (T.ATTRIBUTE.value, T.ATTRIBUTE_REFERENCE.value):
         return _attribute_problem(item, version)
     for child in item:
         found = problem(child, version)
@@ -60,11 +60,18 @@ def problem(item: Item, version: Version, tag: int | None = None) -> str | None:
 
 
 def _attribute_problem(item: Item, version: Version) -> str | None:
+    """A 1.x Attribute, a 2.x vendor Attribute or Attribute Reference (Vendor Identification +
+    Attribute Name: a vendor's own attribute, which every version carries)."""
     name = item.value_of(T.ATTRIBUTE_NAME.value)
-    custom = isinstance(name, str) and wire.is_custom(name)
-    meaning = None if custom or not isinstance(name, str) else wire.tag_for(name)
+    custom = not isinstance(name, str) or wire.is_custom(name) or item.get(T.VENDOR_IDENTIFICATION.value) is not None
+    if not custom and not attribute_in(name, version):  # type: ignore[arg-type]
+        return f"attribute '{name}'"
+    meaning = None if custom else wire.tag_for(name)  # type: ignore[arg-type]
     for child in item:
-        found = problem(child, version, meaning if child.tag == T.ATTRIBUTE_VALUE.value else None)
+        if child.tag == T.ATTRIBUTE_NAME.value:
+            found = None if tag_in(child.tag, version) else f"tag {ttlv.tag_name(child.tag)}"
+        else:
+            found = problem(child, version, meaning if child.tag == T.ATTRIBUTE_VALUE.value else None)
         if found:
             return found
     return None

@@ -96,7 +96,8 @@ def _check(node: Node, version: Version, path: str, meaning: int | None, found: 
     value_meaning = None
     if node.tag == T.ATTRIBUTE.value:
         name = next((c.value.decode() for c in children if c.tag == T.ATTRIBUTE_NAME.value), None)  # type: ignore[union-attr]
-        if name is not None and not wire.is_custom(name):
+        vendor = any(c.tag == T.VENDOR_IDENTIFICATION.value for c in children)  # a 2.x vendor attribute
+        if name is not None and not wire.is_custom(name) and not vendor:
             if not versions.attribute_in(name, version):
                 found.append(f"{where}: attribute '{name}'")
             value_meaning = wire.tag_for(name)
@@ -218,6 +219,9 @@ def population(client: Client) -> dict[str, str]:
         _name("https://keys.example/aes", enums.NameType.URI), ("Cryptographic Parameters", params),
         ("Activation Date", ttlv.date_time(T.ACTIVATION_DATE, now - 60)),
         ("Description", ttlv.text(T.DESCRIPTION, "made by a 2.1 client")),
+        ("x-Vendor", ttlv.struct_(T.ATTRIBUTE, [ttlv.text(T.VENDOR_IDENTIFICATION, "x"),
+                                                ttlv.text(T.ATTRIBUTE_NAME, "Vendor"),
+                                                ttlv.text(T.ATTRIBUTE_VALUE, "gating")])),
         ("Alternative Name", ttlv.struct_(T.ALTERNATIVE_NAME, [
             ttlv.text(T.ALTERNATIVE_NAME_VALUE, "10.0.0.1"),
             ttlv.enum(T.ALTERNATIVE_NAME_TYPE, enums.AlternativeNameType.IP_ADDRESS)])))

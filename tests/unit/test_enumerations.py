@@ -199,3 +199,16 @@ def test_profile_names_by_version() -> None:
     assert _first(T.PROFILE_NAME, p.SYMMETRIC_KEY_LIFECYCLE_SERVER_KMIPv14.value) == (1, 4)
     assert not e.value_in(T.PROFILE_NAME.value, p.SYMMETRIC_KEY_LIFECYCLE_SERVER_KMIPv14.value, (2, 0))
     assert [v for v in ALL if e.value_in(T.PROFILE_NAME.value, p.BASELINE_SERVER.value, v)] == [(2, 0), (2, 1)]
+
+
+def test_gate_keeps_vendor_attributes_everywhere() -> None:
+    vendor = ttlv.struct_(T.ATTRIBUTE, [ttlv.text(T.VENDOR_IDENTIFICATION, "x"), ttlv.text(T.ATTRIBUTE_NAME, "Mine"),
+                                        ttlv.text(T.ATTRIBUTE_VALUE, "v")])
+    payload = _payload(ttlv.struct_(T.ATTRIBUTES, [vendor]))
+    assert gate.fit(payload, (2, 1), Operation.GET_ATTRIBUTES.value) is payload
+    reference = ttlv.struct_(T.ATTRIBUTE_REFERENCE, [ttlv.text(T.VENDOR_IDENTIFICATION, "x"),
+                                                     ttlv.text(T.ATTRIBUTE_NAME, "Mine")])
+    listed = _payload(reference)
+    assert gate.fit(listed, (2, 0), Operation.GET_ATTRIBUTE_LIST.value) is listed
+    custom = _payload(_attr("x-Mine", ttlv.text(T.ATTRIBUTE_VALUE, "v")))
+    assert gate.fit(custom, (1, 0), Operation.GET_ATTRIBUTES.value) is custom
