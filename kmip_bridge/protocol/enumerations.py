@@ -12,6 +12,8 @@ Tags were assigned in blocks: each version's new tags follow the previous versio
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from kmip.core import enums
 from kmip.core.enums import Tags as T
 
@@ -59,6 +61,7 @@ def tag_since(tag: int) -> Version | None:
     return V21
 
 
+@lru_cache(maxsize=8192)  # every response walks every tag: one lookup each
 def tag_in(tag: int, version: Version) -> bool:
     since = tag_since(tag)
     if since is None or since > version:
@@ -168,6 +171,7 @@ def enumeration_known(tag: int) -> bool:
     return tag in ENUM_SINCE or tag in TAG_VALUED
 
 
+@lru_cache(maxsize=65536)
 def value_in(tag: int, value: int, version: Version) -> bool:
     """Whether ``version`` defines enumeration value ``value`` of the enumeration ``tag`` carries.
     Values in the extension range (0x8xxxxxxx) are the server's or a vendor's own: never sent to
@@ -187,6 +191,7 @@ def value_in(tag: int, value: int, version: Version) -> bool:
     return not (version >= V20 and value in ENUM_REMOVED_IN_20.get(tag, ()))
 
 
+@lru_cache(maxsize=8192)
 def mask_in(tag: int, value: int, version: Version) -> bool:
     """Whether every bit set in the mask ``value`` is one ``version`` defines (0 always is)."""
     table = MASK_SINCE.get(tag)

@@ -33,22 +33,27 @@ _ATTRIBUTE_LISTS = frozenset({
 # Operations whose payload is itself a list of independent entries.
 _LIST_PAYLOADS = frozenset({Operation.QUERY.value, Operation.GET_ATTRIBUTE_LIST.value})
 _KEEP_IN_LIST = frozenset({T.UNIQUE_IDENTIFIER.value})  # the Get Attribute List's target
+_STRUCTURE, _ENUMERATION, _INTEGER = int(Type.STRUCTURE), int(Type.ENUMERATION), int(Type.INTEGER)
+_ATTRIBUTE, _ATTRIBUTE_NAME = T.ATTRIBUTE.value, T.ATTRIBUTE_NAME.value
 
 
 def problem(item: Item, version: Version, tag: int | None = None) -> str | None:
     """The first thing in ``item`` that ``version`` does not define, described; None if none.
     ``tag`` is the tag the value stands for (a 1.x Attribute Value: its attribute's tag)."""
     meaning = item.tag if tag is None else tag
+    kind = item.type
     if not tag_in(item.tag, version):
         return f"tag {ttlv.tag_name(item.tag)} (0x{item.tag:06X})"
-    if item.type == Type.ENUMERATION and not value_in(meaning, item.value, version):  # type: ignore[arg-type]
-        return f"{ttlv.tag_name(meaning)} value 0x{item.value:X}"
-    if item.type == Type.INTEGER and meaning in MASK_SINCE and not mask_in(meaning, item.value, version):  # type: ignore[arg-type]
-        return f"{ttlv.tag_name(meaning)} bits 0x{item.value:X}"
-    if item.tag == T.ATTRIBUTE_NAME.value and isinstance(item.value, str) and not wire.is_custom(item.value):
+    if kind == _ENUMERATION:
+        return None if value_in(meaning, item.value, version) else f"{ttlv.tag_name(meaning)} value 0x{item.value:X}"  # type: ignore[arg-type]
+    if kind == _INTEGER:
+        if meaning in MASK_SINCE and not mask_in(meaning, item.value, version):  # type: ignore[arg-type]
+            return f"{ttlv.tag_name(meaning)} bits 0x{item.value:X}"
+        return None
+    if item.tag == _ATTRIBUTE_NAME and isinstance(item.value, str) and not wire.is_custom(item.value):
         # A 1.x attribute name (an Attribute's, or an entry of a Get Attribute List answer).
         return None if attribute_in(item.value, version) else f"attribute '{item.value}'"
-    if item.type != Type.STRUCTURE:
+    if kind != _STRUCTURE:
         return None
     if item.tag in (T.ATTRIBUTE.value, T.ATTRIBUTE_REFERENCE.value):
         return _attribute_problem(item, version)
@@ -85,7 +90,7 @@ def fit(payload: Item, version: Version, operation: int) -> Item:
 
 
 def _fit(item: Item, version: Version, listed: bool = False) -> Item:
-    if item.type != Type.STRUCTURE:
+    if item.type != _STRUCTURE:
         found = problem(item, version)
         if found:
             raise _refusal(item, found, version)
@@ -95,16 +100,20 @@ def _fit(item: Item, version: Version, listed: bool = False) -> Item:
     kept: list[Item] = []
     changed = False
     for child in item:
-        droppable = (is_list or child.tag == T.ATTRIBUTE.value
-                     or (listed and child.tag not in _KEEP_IN_LIST))
-        if v1_key_value and child.tag in (T.ATTRIBUTE.value, T.ATTRIBUTES.value):
+        if v1_key_value and child.tag in (_ATTRIBUTE, T.ATTRIBUTES.value):
             changed = True
             continue
-        if droppable:
-            if problem(child, version) is None:
+        if is_list or child.tag == _ATTRIBUTE or (listed and child.tag not in _KEEP_IN_LIST):
+            if problem(child, version) is None:  # a droppable entry
                 kept.append(child)
             else:
                 changed = True
+            continue
+        if child.type != _STRUCTURE:  # a leaf (most of a Locate answer): checked in place
+            found = problem(child, version)
+            if found:
+                raise _refusal(child, found, version)
+            kept.append(child)
             continue
         fitted = _fit(child, version)
         changed |= fitted is not child
