@@ -1,17 +1,30 @@
-"""Get of a private key as PKCS#12 (KMIP 1.4 Key Format Type PKCS#12).
+"""PKCS#12 (KMIP 1.4 Key Format Type PKCS#12): Get of a private key as one, Register from one.
 
-The PKCS#12 holds the private key, its certificate (the key's PKCS#12 Certificate Link) and that
+Get: the PKCS#12 holds the private key, its certificate (the key's PKCS#12 Certificate Link) and that
 certificate's chain (each certificate's Certificate Link to its issuer, as far as the server holds
 it), encrypted under the password in the Secret Data the key's PKCS#12 Password Link names.
-Without a password the server refuses: it does not hand out an unprotected PKCS#12. (The PKCS#12
-Friendly Name attribute is not supported.) Every linked object is loaded as the caller,
-so a link to an object the caller may not see is answered as not found.
+Without a password the server refuses: it does not hand out an unprotected PKCS#12. The key's
+PKCS#12 Friendly Name, if any, names the key and certificate inside. Every linked object is
+loaded as the caller, so a link to an object the caller may not see is answered as not found.
+
+Register (a Private Key whose Key Block is PKCS#12): the server opens the PKCS#12 with the
+password in the Secret Data the request's PKCS#12 Password Link names (an unencrypted one needs
+none) and keeps its parts as the objects Get puts back together: the private key (stored as
+PKCS#8, with the request's attributes and its Password Link), each certificate as a Certificate
+object, the key's certificate named by the key's PKCS#12 Certificate Link, each certificate's
+issuer (when inside) by its Certificate Link, and the friendly name as PKCS#12 Friendly Name.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
+from kmip.core.enums import CryptographicAlgorithm as A
 from kmip.core.enums import KeyFormatType, LinkType, ObjectType, ResultReason
 from kmip.core.enums import Tags as T
 
@@ -21,6 +34,7 @@ from ..protocol.ttlv import Item
 from . import formats, keys, objects
 from .context import RequestContext
 
+FRIENDLY_NAME = "PKCS#12 Friendly Name"
 MAX_CHAIN = 10  # certificates followed up the Certificate Links (a loop or a long chain stops here)
 
 
@@ -49,6 +63,7 @@ def export(ctx: RequestContext, uid: str, obj: Item) -> Item:
     if not password:
         raise KmipError(ResultReason.INVALID_FIELD, "the PKCS#12 Password Link names no usable password")
     key = formats.private_of(obj)
+    friendly = next((a.value.value for a in _friendly(ctx, uid)), None)
     cert = None
     chain: list[x509.Certificate] = []
     cert_uid = keys.linked(attrs, LinkType.PKCS12_CERTIFICATE_LINK.value)
@@ -62,7 +77,8 @@ def export(ctx: RequestContext, uid: str, obj: Item) -> Item:
             chain.append(parent)
             issuer = keys.linked(parent_attrs, LinkType.CERTIFICATE_LINK.value)
     blob = pkcs12.serialize_key_and_certificates(
-        None, key, cert, chain or None, BestAvailableEncryption(password),  # type: ignore[arg-type]
+        friendly.encode() if isinstance(friendly, str) else None, key, cert, chain or None,  # type: ignore[arg-type]
+        BestAvailableEncryption(password),
     )
     del key
     block = formats.block_of(obj)
@@ -71,3 +87,90 @@ def export(ctx: RequestContext, uid: str, obj: Item) -> Item:
     return ttlv.struct_(T.PRIVATE_KEY, [formats.key_block(
         ObjectType.PRIVATE_KEY.value, KeyFormatType.PKCS_12.value, ttlv.bytes_(T.KEY_MATERIAL, blob),
         algorithm, length)])  # type: ignore[arg-type]
+
+
+def _friendly(ctx: RequestContext, uid: str) -> list[objects.Attribute]:
+    rows = ctx.services.store.load_attributes(uid, [FRIENDLY_NAME])
+    return [objects.from_row(r) for r in rows]
+
+
+# -- Register ----------------------------------------------------------------------------------------
+@dataclass
+class Opened:
+    """What a registered PKCS#12 holds: the key (as a PKCS#8 Private Key object with its
+    algorithm and length), its certificates (DER, leaf first when there is one), each one's
+    issuer among them (index or None), whether the first is the key's own, and its friendly name."""
+
+    key: Item
+    certificates: list[bytes]
+    issuers: list[int | None]
+    has_leaf: bool
+    friendly_name: str | None
+
+
+def _password(ctx: RequestContext, attrs: list[objects.Attribute]) -> bytes | None:
+    password_uid = keys.linked(attrs, LinkType.PKCS12_PASSWORD_LINK.value)
+    if password_uid is None:
+        return None
+    row = objects.load_visible(ctx, password_uid)
+    if row.object_type != ObjectType.SECRET_DATA.value:
+        raise KmipError(ResultReason.INVALID_FIELD, "the PKCS#12 Password Link must name a Secret Data password")
+    return formats.raw_bytes(objects.open_material(ctx, row))
+
+
+def _kind(key: formats.PrivateKey) -> tuple[int, int]:
+    """Cryptographic Algorithm and Length of a key found inside a PKCS#12."""
+    kind = formats.rfc_kind(key)
+    if kind is not None:
+        algorithm = {"ed25519": A.ED25519, "ed448": A.ED448}.get(kind, A.EC).value
+        return algorithm, formats.RFC_LENGTHS[kind]
+    if isinstance(key, rsa.RSAPrivateKey):
+        return A.RSA.value, key.key_size
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return A.EC.value, key.curve.key_size
+    if isinstance(key, dsa.DSAPrivateKey):
+        return A.DSA.value, key.key_size
+    raise formats.not_supported("the PKCS#12 holds a kind of private key this server does not keep")
+
+
+def open_for_register(ctx: RequestContext, obj: Item, attrs: list[objects.Attribute]) -> Opened:
+    """The parts of the PKCS#12 a Register carries (``attrs``: the request's attributes)."""
+    if ctx.version < (1, 4):
+        raise KmipError(ResultReason.INVALID_FIELD, "PKCS#12 is a KMIP 1.4 Key Format Type")
+    block = formats.block_of(obj)
+    if block is None or block.get(T.KEY_WRAPPING_DATA.value) is not None:
+        raise KmipError(ResultReason.FEATURE_NOT_SUPPORTED, "a wrapped PKCS#12 cannot be registered")
+    material = formats.material_of(block)
+    if material is None or material.type != ttlv.Type.BYTE_STRING or not material.value:
+        raise KmipError(ResultReason.INVALID_FIELD, "a PKCS#12 Key Material is the PKCS#12 (PFX) DER bytes")
+    password = _password(ctx, attrs)
+    try:
+        bundle = pkcs12.load_pkcs12(material.value, password)  # type: ignore[arg-type]
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # OpenSSL does not say whether the bytes or the password are wrong: the message names both.
+        raise KmipError(ResultReason.INVALID_FIELD, "the PKCS#12 could not be opened: malformed, or not under the "
+                        + ("password its PKCS#12 Password Link names" if password is not None else
+                           "empty password (give its password as a PKCS#12 Password Link)")) from None
+    key = bundle.key
+    if key is None:
+        raise KmipError(ResultReason.INVALID_FIELD, "the PKCS#12 holds no private key")
+    algorithm, length = _kind(key)  # type: ignore[arg-type]
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    own = key.public_key().public_bytes(*spki)
+    found = ([bundle.cert] if bundle.cert is not None else []) + list(bundle.additional_certs)
+    certs: list[x509.Certificate] = []
+    for c in found:
+        if c.certificate not in certs:
+            certs.append(c.certificate)
+    certs.sort(key=lambda c: c.public_key().public_bytes(*spki) != own)  # the key's own first
+    has_leaf = bool(certs) and certs[0].public_key().public_bytes(*spki) == own
+    issuers = [next((j for j, p in enumerate(certs) if j != i and p.subject == c.issuer), None)
+               if c.issuer != c.subject else None for i, c in enumerate(certs)]
+    friendly = bundle.cert.friendly_name if bundle.cert is not None else None
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    del key
+    key_obj = ttlv.struct_(T.PRIVATE_KEY, [formats.key_block(
+        ObjectType.PRIVATE_KEY.value, KeyFormatType.PKCS_8.value, der, algorithm, length)])
+    return Opened(key_obj, [c.public_bytes(serialization.Encoding.DER) for c in certs],
+                  issuers, has_leaf, friendly.decode("utf-8", "replace") if friendly else None)
