@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asn1crypto import pkcs12 as asn1_pkcs12  # (python-pkcs11's dependency: reads the PFX structure)
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -36,6 +37,7 @@ from .context import RequestContext
 
 FRIENDLY_NAME = "PKCS#12 Friendly Name"
 MAX_CHAIN = 10  # certificates followed up the Certificate Links (a loop or a long chain stops here)
+MAX_CERTIFICATES = MAX_CHAIN + 1  # in a registered PKCS#12: the key's own and a chain Get can give back
 
 
 def _attributes(ctx: RequestContext, uid: str) -> list[objects.Attribute]:
@@ -133,6 +135,30 @@ def _kind(key: formats.PrivateKey) -> tuple[int, int]:
     raise formats.not_supported("the PKCS#12 holds a kind of private key this server does not keep")
 
 
+def _charge_work(ctx: RequestContext, blob: bytes) -> None:
+    """Charges the password-based work the PKCS#12 asks for (its MAC's and each PBE's iteration
+    counts, chosen by whoever made the blob) to the request's budget before OpenSSL does it: a
+    PKCS#12 with a billion iterations would otherwise hold a worker for minutes. The counts of
+    key bags nested inside an encrypted content are not visible before decryption; OpenSSL and
+    cryptography put the key bag in a plain one (docs/conformance.md)."""
+    try:
+        pfx = asn1_pkcs12.Pfx.load(blob, strict=True)
+        mac = pfx["mac_data"].native
+        units = max(1, mac["iterations"]) if mac else 0
+        for info in pfx.authenticated_safe:
+            if info["content_type"].native == "encrypted_data":
+                algorithm = info["content"]["encrypted_content_info"]["content_encryption_algorithm"]
+                units += max(1, algorithm.kdf_iterations)
+            elif info["content_type"].native == "data":
+                for bag in asn1_pkcs12.SafeContents.load(info["content"].native):
+                    if bag["bag_id"].native == "pkcs8_shrouded_key_bag":
+                        units += max(1, bag["bag_value"]["encryption_algorithm"].kdf_iterations)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise KmipError(ResultReason.INVALID_FIELD, "the PKCS#12 is malformed (or uses an encryption this "
+                        "server does not read)") from None
+    ctx.charge_work(units, "opening this PKCS#12")
+
+
 def open_for_register(ctx: RequestContext, obj: Item, attrs: list[objects.Attribute]) -> Opened:
     """The parts of the PKCS#12 a Register carries (``attrs``: the request's attributes)."""
     if ctx.version < (1, 4):
@@ -144,6 +170,7 @@ def open_for_register(ctx: RequestContext, obj: Item, attrs: list[objects.Attrib
     if material is None or material.type != ttlv.Type.BYTE_STRING or not material.value:
         raise KmipError(ResultReason.INVALID_FIELD, "a PKCS#12 Key Material is the PKCS#12 (PFX) DER bytes")
     password = _password(ctx, attrs)
+    _charge_work(ctx, material.value)  # type: ignore[arg-type]
     try:
         bundle = pkcs12.load_pkcs12(material.value, password)  # type: ignore[arg-type]
     except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -162,6 +189,9 @@ def open_for_register(ctx: RequestContext, obj: Item, attrs: list[objects.Attrib
     for c in found:
         if c.certificate not in certs:
             certs.append(c.certificate)
+    if len(certs) > MAX_CERTIFICATES:
+        raise KmipError(ResultReason.INVALID_FIELD, f"the PKCS#12 holds {len(certs)} certificates; a key's "
+                        f"certificate and chain are taken, at most {MAX_CERTIFICATES}")
     certs.sort(key=lambda c: c.public_key().public_bytes(*spki) != own)  # the key's own first
     has_leaf = bool(certs) and certs[0].public_key().public_bytes(*spki) == own
     issuers = [next((j for j, p in enumerate(certs) if j != i and p.subject == c.issuer), None)

@@ -156,14 +156,15 @@ _EXACT_LENGTH = frozenset({CryptographicAlgorithm.AES.value, CryptographicAlgori
 _RFC_ALGORITHMS = frozenset({A.ED25519.value, A.ED448.value, A.EC.value, A.ECDH.value})
 
 
-def _claims_rfc_curve(fmt: int, material: Item, algorithm: object) -> bool:
+def _claims_rfc_curve(ctx: RequestContext, fmt: int, material: Item, algorithm: object) -> bool:
     """Whether key material the server could not read says it is on Curve25519/448 (labelled
-    Ed25519/Ed448, a Raw key of an EC algorithm, or a Transparent EC key naming the curve): it is
-    then refused, not kept (truncated, or of another curve than its labels say)."""
+    Ed25519/Ed448, a Raw key of an EC algorithm in 2.x, or a Transparent EC key naming the curve):
+    it is then refused, not kept (truncated, or of another curve than its labels say). A 1.x Raw
+    EC key cannot be one (those curves are 2.x): it is kept as given, as before."""
     if algorithm in (A.ED25519.value, A.ED448.value):
         return True
     if fmt == KeyFormatType.RAW.value:
-        return algorithm in _RFC_ALGORITHMS
+        return ctx.v2 and algorithm in _RFC_ALGORITHMS
     return material.type == Type.STRUCTURE and material.value_of(T.RECOMMENDED_CURVE.value) in formats.RFC_CURVES
 
 
@@ -189,10 +190,13 @@ def _labels_match(ctx: RequestContext, object_type: int, obj: Item, attrs: list[
     load = _ASYMMETRIC.get(object_type)
     if load is None or not isinstance(fmt, int):
         return
+    labelled = block.value_of(T.CRYPTOGRAPHIC_ALGORITHM.value) or algorithm
+    if not ctx.v2 and fmt == KeyFormatType.RAW.value and labelled not in (A.ED25519.value, A.ED448.value):
+        labelled = None  # 1.x Raw bytes are never read as an X25519/X448 key
     try:
-        key = load(fmt, material, block.value_of(T.CRYPTOGRAPHIC_ALGORITHM.value) or algorithm)
+        key = load(fmt, material, labelled)
     except (KmipError, ValueError, TypeError, UnsupportedAlgorithm):
-        if _claims_rfc_curve(fmt, material, algorithm):
+        if _claims_rfc_curve(ctx, fmt, material, algorithm):
             if not ctx.v2:
                 raise invalid_field("Curve25519/Curve448 keys are KMIP 2.x material") from None
             raise invalid_field("the key material is not a key of the curve and algorithm it is labelled with") \

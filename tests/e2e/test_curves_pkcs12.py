@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x448, x25519
@@ -276,8 +277,11 @@ def test_rfc_curves_do_not_exist_in_1x(conn: Conn, version: Version) -> None:
         obj = _key_object(enums.ObjectType.PRIVATE_KEY, KF.PKCS_8, key.private_bytes(
             DER, PKCS8, serialization.NoEncryption()), A.EC)
         _refused(_register(conn, version, enums.ObjectType.PRIVATE_KEY, obj), ResultReason.INVALID_FIELD)
-    # Control: an EC P-256 pair is still made at this version.
+    # Controls: an EC P-256 pair is still made at this version, and Raw bytes labelled EC are
+    # kept as given (a 1.x Raw key is never read as an X25519 one).
     _uids(_pair(conn, version, A.EC, RC.P_256, M.SIGN.value, M.VERIFY.value))
+    _registered(_register(conn, version, enums.ObjectType.PRIVATE_KEY,
+                          _key_object(enums.ObjectType.PRIVATE_KEY, KF.RAW, bytes(range(32)), A.EC)))
 
 
 # -- PKCS#12 Register (KMIP 1.4) -----------------------------------------------------------------------
@@ -378,6 +382,16 @@ def test_register_pkcs12_refuses_bad_blobs_and_writes_nothing(conn: Conn, versio
     aes = create_aes(conn, version)
     certs_only = pkcs12.serialize_key_and_certificates(None, None, None, [leaf],
                                                        serialization.BestAvailableEncryption(secret))
+    # A PKCS#12 whose MAC asks for 2^31 - 1 iterations: over the request's work budget, refused
+    # before any of them is done (else this request would hold its worker for many minutes).
+    pfx = asn1_pkcs12.Pfx.load(blob)
+    pfx["mac_data"]["iterations"] = 2**31 - 1
+    costly = pfx.dump(force=True)
+    # More certificates than a key's own and a chain Get could give back (10 issuers): refused.
+    filler = ec.generate_private_key(ec.SECP256R1())
+    crowded = pkcs12.serialize_key_and_certificates(
+        b"k", key, leaf, [_cert(f"filler {i}", filler, f"filler {i}", filler) for i in range(11)],
+        serialization.BestAvailableEncryption(secret))
     before = (_count(conn, version, enums.ObjectType.CERTIFICATE), _count(conn, version, enums.ObjectType.PRIVATE_KEY))
     refusals = [
         (_p12_object(blob), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, wrong)], ResultReason.INVALID_FIELD),
@@ -392,6 +406,8 @@ def test_register_pkcs12_refuses_bad_blobs_and_writes_nothing(conn: Conn, versio
          ResultReason.INVALID_FIELD),  # labelled EC, holds an RSA key
         (_p12_object(blob), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, aes)],
          ResultReason.INVALID_FIELD),  # the "password" is a symmetric key
+        (_p12_object(costly), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, right)], ResultReason.INVALID_FIELD),
+        (_p12_object(crowded), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, right)], ResultReason.INVALID_FIELD),
         (_p12_object(blob), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, str(uuid.uuid4()))],
          ResultReason.OBJECT_NOT_FOUND if version >= (2, 0) else ResultReason.ITEM_NOT_FOUND),
     ]
@@ -482,3 +498,27 @@ def test_locate_by_name_inside_a_template_attribute(conn: Conn, version: Version
     template = ttlv.struct_(T.TEMPLATE_ATTRIBUTE, [name_attr(name, version)])
     out = conn.ok(Operation.LOCATE, [template], version)
     assert [u.value for u in out.all(T.UNIQUE_IDENTIFIER.value)] == [uid]
+
+
+def test_pkcs12_register_is_slow_work_in_an_undo_batch_on_sqlite(conn: Conn, backend: str) -> None:
+    """Opening a PKCS#12 runs its password-based KDF: inside an Undo batch on SQLite that would
+    hold the database's one write lock meanwhile, so the batch is refused before it runs (as
+    CreateKeyPair and PBKDF2 DeriveKey are); PostgreSQL runs it."""
+    from kmip_bridge.client import request
+
+    version = (2, 1)
+    key, leaf, _inter, _root = _chain()
+    blob = pkcs12.serialize_key_and_certificates(None, key, leaf, None, serialization.BestAvailableEncryption(b"pw"))
+    password = _password(conn, version, b"pw")
+    fields = [ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.PRIVATE_KEY),
+              _holder(version, _link(enums.LinkType.PKCS12_PASSWORD_LINK, password)), _p12_object(blob)]
+    before = _count(conn, version, enums.ObjectType.CERTIFICATE)
+    msg = request([(Operation.REGISTER.value, ttlv.struct_(T.REQUEST_PAYLOAD, fields))], version=version,
+                  batch_error_option=enums.BatchErrorContinuationOption.UNDO.value)
+    (bi,) = conn.raw.call(msg).all(T.BATCH_ITEM.value)
+    if backend == "sqlite":
+        _refused(bi, ResultReason.SERVER_LIMIT_EXCEEDED)
+        assert _count(conn, version, enums.ObjectType.CERTIFICATE) == before
+    else:
+        _registered(bi)
+        assert _count(conn, version, enums.ObjectType.CERTIFICATE) == before + 1
