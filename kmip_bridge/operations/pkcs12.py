@@ -7,12 +7,17 @@ Without a password the server refuses: it does not hand out an unprotected PKCS#
 PKCS#12 Friendly Name, if any, names the key and certificate inside. Every linked object is
 loaded as the caller, so a link to an object the caller may not see is answered as not found.
 
+KMIP 2.x words the chain's start as the private key's Public Key Link, then that public key's
+PKCS#12 Certificate Link; a private key's own PKCS#12 Certificate Link is read first.
+
 Register (a Private Key whose Key Block is PKCS#12): the server opens the PKCS#12 with the
 password in the Secret Data the request's PKCS#12 Password Link names (an unencrypted one needs
 none) and keeps its parts as the objects Get puts back together: the private key (stored as
-PKCS#8, with the request's attributes and its Password Link), each certificate as a Certificate
-object, the key's certificate named by the key's PKCS#12 Certificate Link, each certificate's
-issuer (when inside) by its Certificate Link, and the friendly name as PKCS#12 Friendly Name.
+PKCS#8, with the request's attributes and its Password Link), its public key (X.509, linked both
+ways), each certificate as a Certificate object, the key's certificate named by the private and
+the public key's PKCS#12 Certificate Link (and naming the public key by its Public Key Link), each
+certificate's issuer (when inside) by its Certificate Link, and the friendly name as PKCS#12
+Friendly Name. Password problems are Bad Password in 2.x, Invalid Field in 1.4.
 """
 
 from __future__ import annotations
@@ -69,6 +74,11 @@ def export(ctx: RequestContext, uid: str, obj: Item) -> Item:
     cert = None
     chain: list[x509.Certificate] = []
     cert_uid = keys.linked(attrs, LinkType.PKCS12_CERTIFICATE_LINK.value)
+    public_uid = keys.linked(attrs, LinkType.PUBLIC_KEY_LINK.value)
+    if cert_uid is None and public_uid is not None:
+        # KMIP 2.x Get: the private key's Public Key Link, then that key's PKCS#12 Certificate Link.
+        objects.load_visible(ctx, public_uid)
+        cert_uid = keys.linked(_attributes(ctx, public_uid), LinkType.PKCS12_CERTIFICATE_LINK.value)
     if cert_uid is not None:
         cert, cert_attrs = _certificate(ctx, cert_uid)
         seen = {cert_uid}
@@ -99,24 +109,35 @@ def _friendly(ctx: RequestContext, uid: str) -> list[objects.Attribute]:
 # -- Register ----------------------------------------------------------------------------------------
 @dataclass
 class Opened:
-    """What a registered PKCS#12 holds: the key (as a PKCS#8 Private Key object with its
-    algorithm and length), its certificates (DER, leaf first when there is one), each one's
-    issuer among them (index or None), whether the first is the key's own, and its friendly name."""
+    """What a registered PKCS#12 holds: the key (a PKCS#8 Private Key object with its algorithm
+    and length), its public half (an X.509 Public Key object), its certificates (DER, leaf first
+    when there is one), each one's issuer among them (index or None), whether the first is the
+    key's own, and its friendly name."""
 
     key: Item
+    public: Item
     certificates: list[bytes]
     issuers: list[int | None]
     has_leaf: bool
     friendly_name: str | None
 
 
+def _bad_password(ctx: RequestContext, message: str) -> KmipError:
+    # KMIP 2.x has a reason for it ("Key Format Type is PKCS#12, but missing or multiple PKCS#12
+    # Password Links, or not Secret Data"); 1.4 says Invalid Field.
+    return keys.by_version(ctx, ResultReason.INVALID_FIELD, ResultReason.BAD_PASSWORD, message)
+
+
 def _password(ctx: RequestContext, attrs: list[objects.Attribute]) -> bytes | None:
-    password_uid = keys.linked(attrs, LinkType.PKCS12_PASSWORD_LINK.value)
-    if password_uid is None:
+    links = [a for a in attrs if a.name == "Link"
+             and a.value.value_of(T.LINK_TYPE.value) == LinkType.PKCS12_PASSWORD_LINK.value]
+    if not links:
         return None
-    row = objects.load_visible(ctx, password_uid)
+    if len(links) > 1:
+        raise _bad_password(ctx, "a PKCS#12 takes one PKCS#12 Password Link")
+    row = objects.load_visible(ctx, keys.linked(attrs, LinkType.PKCS12_PASSWORD_LINK.value))  # type: ignore[arg-type]
     if row.object_type != ObjectType.SECRET_DATA.value:
-        raise KmipError(ResultReason.INVALID_FIELD, "the PKCS#12 Password Link must name a Secret Data password")
+        raise _bad_password(ctx, "the PKCS#12 Password Link must name a Secret Data password")
     return formats.raw_bytes(objects.open_material(ctx, row))
 
 
@@ -174,10 +195,11 @@ def open_for_register(ctx: RequestContext, obj: Item, attrs: list[objects.Attrib
     try:
         bundle = pkcs12.load_pkcs12(material.value, password)  # type: ignore[arg-type]
     except (ValueError, TypeError, UnsupportedAlgorithm):
-        # OpenSSL does not say whether the bytes or the password are wrong: the message names both.
-        raise KmipError(ResultReason.INVALID_FIELD, "the PKCS#12 could not be opened: malformed, or not under the "
-                        + ("password its PKCS#12 Password Link names" if password is not None else
-                           "empty password (give its password as a PKCS#12 Password Link)")) from None
+        # Its structure read well (_charge_work): the password does not open it (OpenSSL does not
+        # tell that from corrupted encrypted contents, so the message names both).
+        raise _bad_password(ctx, "the PKCS#12 does not open with " + (
+            "the password its PKCS#12 Password Link names" if password is not None else
+            "no password (give its password as a PKCS#12 Password Link)") + ", or its contents are corrupt") from None
     key = bundle.key
     if key is None:
         raise KmipError(ResultReason.INVALID_FIELD, "the PKCS#12 holds no private key")
@@ -202,5 +224,7 @@ def open_for_register(ctx: RequestContext, obj: Item, attrs: list[objects.Attrib
     del key
     key_obj = ttlv.struct_(T.PRIVATE_KEY, [formats.key_block(
         ObjectType.PRIVATE_KEY.value, KeyFormatType.PKCS_8.value, der, algorithm, length)])
-    return Opened(key_obj, [c.public_bytes(serialization.Encoding.DER) for c in certs],
+    public_obj = ttlv.struct_(T.PUBLIC_KEY, [formats.key_block(
+        ObjectType.PUBLIC_KEY.value, KeyFormatType.X_509.value, own, algorithm, length)])
+    return Opened(key_obj, public_obj, [c.public_bytes(serialization.Encoding.DER) for c in certs],
                   issuers, has_leaf, friendly.decode("utf-8", "replace") if friendly else None)

@@ -275,7 +275,13 @@ def _register_pkcs12(ctx: RequestContext, obj: Item, attrs: list[objects.Attribu
         name = objects.value_item(Type.TEXT_STRING, opened.friendly_name)
         attrs.append(objects.Attribute(pkcs12.FRIENDLY_NAME, name))
     cert_uids = [str(uuid.uuid4()) for _ in opened.certificates]
-    with ctx.services.store.unit_of_work():  # the key and every certificate, or nothing
+    uid, pub_uid = str(uuid.uuid4()), str(uuid.uuid4())
+    pub_attrs = keys.with_link(objects.key_block_attributes(opened.public), LinkType.PRIVATE_KEY_LINK.value, uid)
+    attrs = keys.with_link(attrs, LinkType.PUBLIC_KEY_LINK.value, pub_uid)
+    if opened.has_leaf:
+        attrs = keys.with_link(attrs, LinkType.PKCS12_CERTIFICATE_LINK.value, cert_uids[0])
+        pub_attrs = keys.with_link(pub_attrs, LinkType.PKCS12_CERTIFICATE_LINK.value, cert_uids[0])
+    with ctx.services.store.unit_of_work():  # the keys and every certificate, or nothing
         for i, der in enumerate(opened.certificates):
             cert = ttlv.struct_(T.CERTIFICATE, [ttlv.enum(T.CERTIFICATE_TYPE, CertificateType.X_509),
                                                 ttlv.bytes_(T.CERTIFICATE_VALUE, der)])
@@ -285,9 +291,10 @@ def _register_pkcs12(ctx: RequestContext, obj: Item, attrs: list[objects.Attribu
             issuer = opened.issuers[i]
             if issuer is not None:
                 cert_attrs = keys.with_link(cert_attrs, LinkType.CERTIFICATE_LINK.value, cert_uids[issuer])
+            if i == 0 and opened.has_leaf:
+                cert_attrs = keys.with_link(cert_attrs, LinkType.PUBLIC_KEY_LINK.value, pub_uid)
             objects.insert_new(ctx, ObjectType.CERTIFICATE.value, cert, cert_attrs, uid=cert_uids[i])
-        if opened.has_leaf:
-            attrs = keys.with_link(attrs, LinkType.PKCS12_CERTIFICATE_LINK.value, cert_uids[0])
-        uid = objects.insert_new(ctx, ObjectType.PRIVATE_KEY.value, opened.key, attrs)
+        objects.insert_new(ctx, ObjectType.PUBLIC_KEY.value, opened.public, pub_attrs, uid=pub_uid)
+        objects.insert_new(ctx, ObjectType.PRIVATE_KEY.value, opened.key, attrs, uid=uid)
     ctx.id_placeholder = uid
     return uid

@@ -358,11 +358,31 @@ def test_register_pkcs12_splits_it_into_linked_objects(conn: Conn, version: Vers
     root_uid = _links(conn, inter_uid, version)[enums.LinkType.CERTIFICATE_LINK.value]
     assert _block(conn, root_uid, version).value_of(T.CERTIFICATE_VALUE.value) == root.public_bytes(DER)
     assert enums.LinkType.CERTIFICATE_LINK.value not in _links(conn, root_uid, version)  # self-signed: the end
+    # The public key: linked both ways to the private key, naming the certificate as KMIP 2.x's
+    # Get expects it (private key -> Public Key Link -> PKCS#12 Certificate Link).
+    pub_uid = links[enums.LinkType.PUBLIC_KEY_LINK.value]
+    spki = _material(_block(conn, pub_uid, version)).value
+    assert spki == key.public_key().public_bytes(DER, SPKI)
+    assert _links(conn, pub_uid, version) == {enums.LinkType.PRIVATE_KEY_LINK.value: priv,
+                                              enums.LinkType.PKCS12_CERTIFICATE_LINK.value: leaf_uid}
+    assert _links(conn, leaf_uid, version)[enums.LinkType.PUBLIC_KEY_LINK.value] == pub_uid
     # Get as PKCS#12 puts the same PKCS#12 contents back together.
     again = _material(_block(conn, priv, version, KF.PKCS_12)).value
     bundle = pkcs12.load_pkcs12(again, secret)  # type: ignore[arg-type]
     assert bundle.key.private_numbers() == key.private_numbers()  # type: ignore[union-attr]
     assert bundle.cert.certificate == leaf and bundle.cert.friendly_name == b"payroll signing key"  # type: ignore[union-attr]
+    assert [c.certificate for c in bundle.additional_certs] == [inter, root]
+    # Without the private key's own PKCS#12 Certificate Link, Get finds the certificate by the
+    # 2.x path (the public key's), with the same chain.
+    listed = conn.ok(Operation.GET_ATTRIBUTES, [uid_(priv), ttlv.text(T.ATTRIBUTE_NAME, "Link")], (1, 4))
+    index = next(a.value_of(T.ATTRIBUTE_INDEX.value) for a in listed.all(T.ATTRIBUTE.value)
+                 if a.get(T.ATTRIBUTE_VALUE.value).value_of(T.LINK_TYPE.value)  # type: ignore[union-attr]
+                 == enums.LinkType.PKCS12_CERTIFICATE_LINK.value)
+    conn.ok(Operation.DELETE_ATTRIBUTE, [uid_(priv), ttlv.text(T.ATTRIBUTE_NAME, "Link"),
+                                         ttlv.integer(T.ATTRIBUTE_INDEX, index)], (1, 4))  # type: ignore[arg-type]
+    assert enums.LinkType.PKCS12_CERTIFICATE_LINK.value not in _links(conn, priv, version)
+    bundle = pkcs12.load_pkcs12(_material(_block(conn, priv, version, KF.PKCS_12)).value, secret)  # type: ignore[arg-type]
+    assert bundle.cert.certificate == leaf  # type: ignore[union-attr]
     assert [c.certificate for c in bundle.additional_certs] == [inter, root]
 
 
@@ -393,9 +413,14 @@ def test_register_pkcs12_refuses_bad_blobs_and_writes_nothing(conn: Conn, versio
         b"k", key, leaf, [_cert(f"filler {i}", filler, f"filler {i}", filler) for i in range(11)],
         serialization.BestAvailableEncryption(secret))
     before = (_count(conn, version, enums.ObjectType.CERTIFICATE), _count(conn, version, enums.ObjectType.PRIVATE_KEY))
+    public_before = _count(conn, version, enums.ObjectType.PUBLIC_KEY)
+    # Password problems: KMIP 2.x's Bad Password, 1.4's Invalid Field.
+    bad_password = ResultReason.BAD_PASSWORD if version >= (2, 0) else ResultReason.INVALID_FIELD
     refusals = [
-        (_p12_object(blob), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, wrong)], ResultReason.INVALID_FIELD),
-        (_p12_object(blob), [], ResultReason.INVALID_FIELD),  # encrypted, and no password given
+        (_p12_object(blob), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, wrong)], bad_password),
+        (_p12_object(blob), [], bad_password),  # encrypted, and no password given
+        (_p12_object(blob), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, right),
+                             _link(enums.LinkType.PKCS12_PASSWORD_LINK, wrong)], bad_password),  # which one?
         (_p12_object(blob[: len(blob) // 2]), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, right)],
          ResultReason.INVALID_FIELD),  # truncated
         (_p12_object(b"\x30\x03\x02\x01\x03"), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, right)],
@@ -405,7 +430,7 @@ def test_register_pkcs12_refuses_bad_blobs_and_writes_nothing(conn: Conn, versio
         (_p12_object(blob, A.EC), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, right)],
          ResultReason.INVALID_FIELD),  # labelled EC, holds an RSA key
         (_p12_object(blob), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, aes)],
-         ResultReason.INVALID_FIELD),  # the "password" is a symmetric key
+         bad_password),  # the "password" is a symmetric key
         (_p12_object(costly), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, right)], ResultReason.INVALID_FIELD),
         (_p12_object(crowded), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, right)], ResultReason.INVALID_FIELD),
         (_p12_object(blob), [_link(enums.LinkType.PKCS12_PASSWORD_LINK, str(uuid.uuid4()))],
@@ -416,11 +441,13 @@ def test_register_pkcs12_refuses_bad_blobs_and_writes_nothing(conn: Conn, versio
     # Nothing half-written: no certificate or key of the refused blobs was kept.
     assert (_count(conn, version, enums.ObjectType.CERTIFICATE),
             _count(conn, version, enums.ObjectType.PRIVATE_KEY)) == before
-    # Control: the right password registers the key and its three certificates.
+    assert _count(conn, version, enums.ObjectType.PUBLIC_KEY) == public_before
+    # Control: the right password registers the key, its public key and its three certificates.
     _registered(_register(conn, version, enums.ObjectType.PRIVATE_KEY, _p12_object(blob),
                           _link(enums.LinkType.PKCS12_PASSWORD_LINK, right)))
     assert (_count(conn, version, enums.ObjectType.CERTIFICATE),
             _count(conn, version, enums.ObjectType.PRIVATE_KEY)) == (before[0] + 3, before[1] + 1)
+    assert _count(conn, version, enums.ObjectType.PUBLIC_KEY) == public_before + 1
 
 
 def test_unencrypted_pkcs12_needs_no_password(conn: Conn) -> None:
