@@ -63,7 +63,7 @@ Montgomery = x25519.X25519PrivateKey | x448.X448PrivateKey
 Edwards = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
 RFC_PRIVATE = (x25519.X25519PrivateKey, x448.X448PrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
 RFC_PUBLIC = (x25519.X25519PublicKey, x448.X448PublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
-# (private class, public class, Recommended Curve, raw private length) per Cryptographic Algorithm
+# (private class, public class, Recommended Curve, Raw length of either half) per Cryptographic Algorithm
 # kind: Edwards keys by their own algorithm, Montgomery keys under EC/ECDH by their size.
 _RFC_CURVES = {
     "x25519": (x25519.X25519PrivateKey, x25519.X25519PublicKey, RecommendedCurve.CURVE25519.value, 32),
