@@ -122,6 +122,7 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
     criteria = _criteria(ctx, payload)
     member = _group_member(ctx, payload, criteria)
     fresh = True if member == ObjectGroupMember.GROUP_MEMBER_FRESH.value else None
+    contradiction = False  # e.g. Fresh false with Group Member Fresh: nothing can match
     dates: dict[str, list[int]] = {}
     ranged: set[str] = set()
     for c in criteria:
@@ -137,8 +138,7 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         elif c.name == "Object Group Member":
             continue  # read above
         elif c.name == "Fresh":  # a column, not an attribute row (objects.insert_new)
-            if fresh is not None and fresh is not c.value.value:
-                return ttlv.struct_(T.RESPONSE_PAYLOAD, [])  # Fresh false and Group Member Fresh
+            contradiction = contradiction or (fresh is not None and fresh is not c.value.value)
             fresh = bool(c.value.value)
         elif c.name == "Operation Policy Name" and isinstance(c.value.value, str):
             # The policy every object has (named by its creator, else "default").
@@ -172,7 +172,7 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
     paging = payload.get(T.MAXIMUM_ITEMS.value) is not None or payload.get(T.OFFSET_ITEMS.value) is not None
     counted = ctx.version >= (1, 3) and paging
     excluded = _excluded_states(payload, state)
-    if excluded is None:
+    if excluded is None or contradiction:
         return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.integer(T.LOCATED_ITEMS, 0) if counted else None])
     policy = ctx.services.policy
     scope = policy.locate_scope(ctx.identity)

@@ -497,6 +497,8 @@ def test_object_group_member_fresh_and_default(conn: Conn, version: Version) -> 
     assert _locate(conn, version, group, None, ("Fresh", Item(0, Type.BOOLEAN, False))) == [uids[1]]
     assert sorted(_locate(conn, version, group, None, ("Fresh", Item(0, Type.BOOLEAN, True)))) == \
         sorted([uids[0], uids[2]])
+    # Group Member Fresh and Fresh false contradict each other: nothing matches.
+    assert _locate(conn, version, group, fresh, ("Fresh", Item(0, Type.BOOLEAN, False))) == []
     # Default: one object, the group's newest.
     assert _locate(conn, version, group, default) == [uids[2]]
     assert _locate(conn, version, f"no-such-{group}", default) == []
