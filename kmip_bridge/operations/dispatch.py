@@ -12,7 +12,14 @@ import time
 import uuid
 from collections.abc import Callable
 
-from kmip.core.enums import BatchErrorContinuationOption, DerivationMethod, Operation, ResultReason, ResultStatus
+from kmip.core.enums import (
+    BatchErrorContinuationOption,
+    DerivationMethod,
+    KeyFormatType,
+    Operation,
+    ResultReason,
+    ResultStatus,
+)
 from kmip.core.enums import Tags as T
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -237,7 +244,7 @@ class _UndoBatch(Exception):
     pass
 
 
-# Operations whose slow part (RSA generation, PBKDF2 at up to the iteration cap) would run while
+# Operations whose slow part (RSA generation, PBKDF2 at up to the iteration cap, opening a PKCS#12) would run while
 # an Undo batch holds SQLite's one write lock, stalling every writer of every worker (issue 12).
 # DeriveKey counts only with PBKDF2; its other methods are one hash, HMAC or block operation.
 _SLOW = frozenset({Operation.CREATE_KEY_PAIR.value, Operation.REKEY_KEY_PAIR.value})
@@ -251,6 +258,12 @@ def _slow(item: BatchItem) -> bool:
         return True
     if item.operation == Operation.DERIVE_KEY.value and item.payload is not None:
         return item.payload.value_of(T.DERIVATION_METHOD.value) == DerivationMethod.PBKDF2.value
+    if item.operation == Operation.REGISTER.value and item.payload is not None:
+        # A PKCS#12 is opened by its password-based KDF (its own iteration counts: pkcs12.py).
+        key = item.payload.get(T.PRIVATE_KEY.value)
+        block = key.get(T.KEY_BLOCK.value) if key is not None and key.type == Type.STRUCTURE else None
+        return block is not None and block.type == Type.STRUCTURE \
+            and block.value_of(T.KEY_FORMAT_TYPE.value) == KeyFormatType.PKCS_12.value
     return False
 
 

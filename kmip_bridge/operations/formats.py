@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
 from kmip.core.enums import (
     CertificateType,
     CryptographicAlgorithm,
@@ -53,9 +53,51 @@ _EC_PUBLIC_TRANSPARENT = frozenset(
      F.TRANSPARENT_ECDH_PUBLIC_KEY.value, F.TRANSPARENT_ECMQV_PUBLIC_KEY.value}
 )
 
-# Ed25519 (KMIP 2.x): PKCS#8 / X.509 SubjectPublicKeyInfo only.
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | dsa.DSAPrivateKey | ed25519.Ed25519PrivateKey
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | dsa.DSAPublicKey | ed25519.Ed25519PublicKey
+# The KMIP 2.x curves of RFC 7748 / RFC 8032: Curve25519 and Curve448 (Recommended Curve), as
+# X25519 / X448 (key agreement: Cryptographic Algorithm EC or ECDH) or Ed25519 / Ed448 (signing).
+# Their keys are byte strings, not numbers: PKCS#8, X.509 SubjectPublicKeyInfo and Raw (the RFC
+# encoding), and Transparent EC Public Key (Q String = the RFC encoding). Transparent EC Private
+# Key is refused for them: KMIP gives D as an integer and says nothing of the byte order of a key
+# that is a byte string.
+Montgomery = x25519.X25519PrivateKey | x448.X448PrivateKey
+Edwards = ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey
+RFC_PRIVATE = (x25519.X25519PrivateKey, x448.X448PrivateKey, ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)
+RFC_PUBLIC = (x25519.X25519PublicKey, x448.X448PublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+# (private class, public class, Recommended Curve, Raw length of either half) per Cryptographic Algorithm
+# kind: Edwards keys by their own algorithm, Montgomery keys under EC/ECDH by their size.
+_RFC_CURVES = {
+    "x25519": (x25519.X25519PrivateKey, x25519.X25519PublicKey, RecommendedCurve.CURVE25519.value, 32),
+    "x448": (x448.X448PrivateKey, x448.X448PublicKey, RecommendedCurve.CURVE448.value, 56),
+    "ed25519": (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey, RecommendedCurve.CURVE25519.value, 32),
+    "ed448": (ed448.Ed448PrivateKey, ed448.Ed448PublicKey, RecommendedCurve.CURVE448.value, 57),
+}
+RFC_CURVES = frozenset({RecommendedCurve.CURVE25519.value, RecommendedCurve.CURVE448.value})
+RFC_LENGTHS = {"x25519": 256, "ed25519": 256, "x448": 448, "ed448": 448}  # Cryptographic Length
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | dsa.DSAPrivateKey | Montgomery | Edwards
+PublicKey = (rsa.RSAPublicKey | ec.EllipticCurvePublicKey | dsa.DSAPublicKey | x25519.X25519PublicKey
+             | x448.X448PublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+
+
+def rfc_kind(key: object) -> str | None:
+    """'x25519', 'x448', 'ed25519' or 'ed448' for a key (either half) of those curves, else None."""
+    for kind, (priv, pub, _curve, _size) in _RFC_CURVES.items():
+        if isinstance(key, (priv, pub)):
+            return kind
+    return None
+
+
+def _rfc_kinds(algorithm: object, curve: object = None, size: int | None = None) -> list[str]:
+    """The RFC 7748/8032 key kinds a Cryptographic Algorithm (and curve, or raw size) can mean."""
+    if algorithm == A.ED25519.value:
+        kinds = ["ed25519"]
+    elif algorithm == A.ED448.value:
+        kinds = ["ed448"]
+    elif algorithm in (A.EC.value, A.ECDH.value):
+        kinds = ["x25519", "x448"]
+    else:
+        return []
+    return [k for k in kinds if (curve is None or _RFC_CURVES[k][2] == curve)
+            and (size is None or _RFC_CURVES[k][3] == size)]
 
 
 def not_supported(message: str) -> KmipError:
@@ -121,13 +163,20 @@ def _ints(material: Item, *tags: T) -> list[int]:
 
 
 # -- asymmetric keys: load from / dump to a Key Format Type ----------------------------------------
-def load_private(fmt: int, material: Item) -> PrivateKey:
+def load_private(fmt: int, material: Item, algorithm: object = None) -> PrivateKey:
+    """The key in ``material``; ``algorithm`` (the Key Block's Cryptographic Algorithm) tells
+    which curve a Raw key of Curve25519/448 is on (its bytes alone do not)."""
     if fmt in (F.PKCS_1.value, F.PKCS_8.value, F.EC_PRIVATE_KEY.value) and material.type == Type.BYTE_STRING:
         key = serialization.load_der_private_key(material.value, password=None)  # type: ignore[arg-type]
-        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, dsa.DSAPrivateKey,
-                                ed25519.Ed25519PrivateKey)):
+        if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, dsa.DSAPrivateKey, *RFC_PRIVATE)):
             raise not_supported("unsupported private key type")
         return key
+    if fmt == F.RAW.value and material.type == Type.BYTE_STRING:
+        raw: bytes = material.value  # type: ignore[assignment]
+        kinds = _rfc_kinds(algorithm, size=len(raw))
+        if len(kinds) != 1:
+            raise not_supported("a Raw private key is an X25519/X448/Ed25519/Ed448 key of its algorithm's size")
+        return _RFC_CURVES[kinds[0]][0].from_private_bytes(raw)  # type: ignore[attr-defined,no-any-return]
     if material.type != Type.STRUCTURE:
         raise not_supported("key material does not match its Key Format Type")
     if fmt == F.TRANSPARENT_RSA_PRIVATE_KEY.value:
@@ -145,21 +194,24 @@ def load_private(fmt: int, material: Item) -> PrivateKey:
         y = pow(g, x, p)
         return dsa.DSAPrivateNumbers(x, dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g))).private_key()
     if fmt in _EC_PRIVATE_TRANSPARENT:
+        if material.value_of(T.RECOMMENDED_CURVE.value) in RFC_CURVES:
+            raise not_supported("Transparent EC Private Key is not defined for Curve25519/Curve448 keys")
         curve = _curve(material)
         (d,) = _ints(material, T.D)
         return ec.derive_private_key(d, curve())
     raise not_supported("unsupported private Key Format Type")
 
 
-def load_public(fmt: int, material: Item) -> PublicKey:
+def load_public(fmt: int, material: Item, algorithm: object = None) -> PublicKey:
     if material.type == Type.BYTE_STRING:
         data: bytes = material.value  # type: ignore[assignment]
         if fmt in (F.PKCS_1.value, F.X_509.value):  # RSAPublicKey or SubjectPublicKeyInfo DER
             key = serialization.load_der_public_key(data)
-            if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, dsa.DSAPublicKey,
-                                    ed25519.Ed25519PublicKey)):
+            if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, dsa.DSAPublicKey, *RFC_PUBLIC)):
                 raise not_supported("unsupported public key type")
             return key
+        if fmt == F.RAW.value:
+            return _rfc_public(algorithm, None, data)
         raise not_supported("unsupported public Key Format Type")
     if fmt == F.TRANSPARENT_RSA_PUBLIC_KEY.value:
         n, e = _ints(material, T.MODULUS, T.PUBLIC_EXPONENT)
@@ -168,12 +220,21 @@ def load_public(fmt: int, material: Item) -> PublicKey:
         p, q, g, y = _ints(material, T.P, T.Q, T.G, T.Y)
         return dsa.DSAPublicNumbers(y, dsa.DSAParameterNumbers(p, q, g)).public_key()
     if fmt in _EC_PUBLIC_TRANSPARENT:
-        curve = _curve(material)
         point = material.value_of(T.Q_STRING.value)
         if not isinstance(point, bytes):
             raise not_supported("transparent EC public key lacks Q String")
-        return ec.EllipticCurvePublicKey.from_encoded_point(curve(), point)
+        named = material.value_of(T.RECOMMENDED_CURVE.value)
+        if named in RFC_CURVES:
+            return _rfc_public(algorithm, named, point)
+        return ec.EllipticCurvePublicKey.from_encoded_point(_curve(material)(), point)
     raise not_supported("unsupported public Key Format Type")
+
+
+def _rfc_public(algorithm: object, curve: object, data: bytes) -> PublicKey:
+    kinds = _rfc_kinds(algorithm, curve, size=len(data) if curve is None else None)
+    if len(kinds) != 1:
+        raise not_supported("the public key is not an X25519/X448/Ed25519/Ed448 key of its algorithm and curve")
+    return _RFC_CURVES[kinds[0]][1].from_public_bytes(data)  # type: ignore[attr-defined,no-any-return]
 
 
 def _curve(material: Item) -> type[ec.EllipticCurve]:
@@ -195,6 +256,9 @@ def dump_private(key: PrivateKey, fmt: int) -> Item:
     none = serialization.NoEncryption()
     if fmt == F.PKCS_8.value:
         return ttlv.bytes_(T.KEY_MATERIAL, key.private_bytes(der, serialization.PrivateFormat.PKCS8, none))
+    if isinstance(key, RFC_PRIVATE) and fmt == F.RAW.value:
+        raw = serialization.Encoding.Raw
+        return ttlv.bytes_(T.KEY_MATERIAL, key.private_bytes(raw, serialization.PrivateFormat.Raw, none))
     if isinstance(key, rsa.RSAPrivateKey):
         if fmt == F.PKCS_1.value:
             return ttlv.bytes_(
@@ -233,6 +297,14 @@ def dump_public(key: PublicKey, fmt: int) -> Item:
         return ttlv.bytes_(
             T.KEY_MATERIAL, key.public_bytes(der, serialization.PublicFormat.SubjectPublicKeyInfo)
         )
+    if isinstance(key, RFC_PUBLIC) and fmt in (F.RAW.value, *_EC_PUBLIC_TRANSPARENT):
+        point = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        if fmt == F.RAW.value:
+            return ttlv.bytes_(T.KEY_MATERIAL, point)
+        return ttlv.struct_(T.KEY_MATERIAL, [
+            ttlv.enum(T.RECOMMENDED_CURVE, _RFC_CURVES[rfc_kind(key)][2]),  # type: ignore[index]
+            ttlv.bytes_(T.Q_STRING, point),
+        ])
     if isinstance(key, rsa.RSAPublicKey):
         if fmt == F.PKCS_1.value:
             return ttlv.bytes_(T.KEY_MATERIAL, key.public_bytes(der, serialization.PublicFormat.PKCS1))
@@ -260,9 +332,10 @@ def public_of(obj: Item) -> PublicKey:
     fmt = block.value_of(T.KEY_FORMAT_TYPE.value) if block is not None else None
     if material is None or not isinstance(fmt, int):
         raise not_supported("the key material is not available")
+    algorithm = block.value_of(T.CRYPTOGRAPHIC_ALGORITHM.value)  # type: ignore[union-attr]
     if obj.tag == T.PRIVATE_KEY.value:
-        return load_private(fmt, material).public_key()
-    return load_public(fmt, material)
+        return load_private(fmt, material, algorithm).public_key()
+    return load_public(fmt, material, algorithm)
 
 
 def private_of(obj: Item) -> PrivateKey:
@@ -271,11 +344,11 @@ def private_of(obj: Item) -> PrivateKey:
     fmt = block.value_of(T.KEY_FORMAT_TYPE.value) if block is not None else None
     if material is None or not isinstance(fmt, int):
         raise not_supported("the key material is not available")
-    return load_private(fmt, material)
+    return load_private(fmt, material, block.value_of(T.CRYPTOGRAPHIC_ALGORITHM.value))  # type: ignore[union-attr]
 
 
 # -- conversion ------------------------------------------------------------------------------------
-def _convert_symmetric(fmt: int, material: Item, wanted: int) -> Item:
+def _convert_symmetric(fmt: int, material: Item, wanted: int, _algorithm: object = None) -> Item:
     if fmt == F.RAW.value and material.type == Type.BYTE_STRING:
         key: bytes = material.value  # type: ignore[assignment]
     elif fmt == F.TRANSPARENT_SYMMETRIC_KEY.value and material.type == Type.STRUCTURE:
@@ -292,10 +365,10 @@ def _convert_symmetric(fmt: int, material: Item, wanted: int) -> Item:
     raise not_supported("a symmetric key is available as Raw or Transparent Symmetric Key only")
 
 
-_CONVERTERS: dict[int, Callable[[int, Item, int], Item]] = {
+_CONVERTERS: dict[int, Callable[[int, Item, int, object], Item]] = {
     ObjectType.SYMMETRIC_KEY.value: _convert_symmetric,
-    ObjectType.PRIVATE_KEY.value: lambda fmt, m, wanted: dump_private(load_private(fmt, m), wanted),
-    ObjectType.PUBLIC_KEY.value: lambda fmt, m, wanted: dump_public(load_public(fmt, m), wanted),
+    ObjectType.PRIVATE_KEY.value: lambda fmt, m, wanted, alg: dump_private(load_private(fmt, m, alg), wanted),
+    ObjectType.PUBLIC_KEY.value: lambda fmt, m, wanted, alg: dump_public(load_public(fmt, m, alg), wanted),
 }
 
 
@@ -318,7 +391,7 @@ def convert(obj: Item, object_type: int, wanted: int) -> Item:
     if converter is None or material is None or not isinstance(fmt, int):
         raise not_supported("the object is not available in the requested Key Format Type")
     try:
-        new_material = converter(fmt, material, wanted)
+        new_material = converter(fmt, material, wanted, block.value_of(T.CRYPTOGRAPHIC_ALGORITHM.value))
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # material not as its format says
         raise not_supported(f"the stored key could not be converted ({type(exc).__name__})") from None
     value = block.get(T.KEY_VALUE.value)

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 import uuid
 
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
-from kmip.core.enums import CryptographicAlgorithm, KeyFormatType, LinkType, ObjectType, RecommendedCurve, ResultReason
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x448, x25519
+from kmip.core.enums import (
+    CryptographicAlgorithm,
+    CryptographicUsageMask,
+    KeyFormatType,
+    LinkType,
+    ObjectType,
+    RecommendedCurve,
+    ResultReason,
+)
 from kmip.core.enums import Tags as T
 
 from ..protocol import ttlv
@@ -35,6 +43,24 @@ EC_CURVES = {
 }
 _CURVE_BY_LENGTH = {length: curve for curve, length in EC_CURVES.items()
                     if curve != RecommendedCurve.SECP256K1.value}
+# KMIP 2.x: Curve25519 / Curve448 under EC or ECDH are X25519 / X448 (key agreement only), and the
+# Ed25519 / Ed448 algorithms sign. (generate() is on cryptography's interfaces, not on the OpenSSL
+# classes of the keys it returns.)
+_RFC = {
+    (A.EC.value, RecommendedCurve.CURVE25519.value): "x25519",
+    (A.ECDH.value, RecommendedCurve.CURVE25519.value): "x25519",
+    (A.EC.value, RecommendedCurve.CURVE448.value): "x448",
+    (A.ECDH.value, RecommendedCurve.CURVE448.value): "x448",
+    (A.ED25519.value, RecommendedCurve.CURVE25519.value): "ed25519",
+    (A.ED448.value, RecommendedCurve.CURVE448.value): "ed448",
+}
+_GENERATE = {"x25519": x25519.X25519PrivateKey.generate, "x448": x448.X448PrivateKey.generate,
+             "ed25519": ed25519.Ed25519PrivateKey.generate, "ed448": ed448.Ed448PrivateKey.generate}
+_EDWARDS_CURVE = {A.ED25519.value: RecommendedCurve.CURVE25519.value, A.ED448.value: RecommendedCurve.CURVE448.value}
+# Usage bits an X25519/X448 key cannot serve: it agrees keys, it does not sign or encrypt.
+_NOT_AGREEMENT = (CryptographicUsageMask.SIGN.value | CryptographicUsageMask.VERIFY.value
+                  | CryptographicUsageMask.ENCRYPT.value | CryptographicUsageMask.DECRYPT.value
+                  | CryptographicUsageMask.WRAP_KEY.value | CryptographicUsageMask.UNWRAP_KEY.value)
 
 
 # -- what to generate ------------------------------------------------------------------------------
@@ -50,7 +76,8 @@ def _agreed(name: str, *attr_lists: list[Attribute]) -> object:
     return None
 
 
-def _curve(priv: list[Attribute], pub: list[Attribute], length: object) -> int:
+def _named_curve(priv: list[Attribute], pub: list[Attribute]) -> object:
+    """The Recommended Curve the templates name (directly or in Cryptographic Domain Parameters)."""
     curve = _agreed("Recommended Curve", priv, pub)
     params = [
         a.value for attrs in (priv, pub) for a in attrs if a.name == "Cryptographic Domain Parameters"
@@ -61,6 +88,11 @@ def _curve(priv: list[Attribute], pub: list[Attribute], length: object) -> int:
             if curve is not None and inner != curve:
                 raise invalid_field("conflicting Recommended Curve values")
             curve = inner
+    return curve
+
+
+def _curve(priv: list[Attribute], pub: list[Attribute], length: object) -> int:
+    curve = _named_curve(priv, pub)
     if curve is None and isinstance(length, int):
         curve = _CURVE_BY_LENGTH.get(length)
     if curve not in EC_CURVES:
@@ -80,15 +112,26 @@ def generate(priv: list[Attribute], pub: list[Attribute]) -> tuple[formats.Priva
         if not isinstance(length, int) or length not in RSA_LENGTHS or length % 8:
             raise invalid_field("an RSA key pair needs a Cryptographic Length of 1024 to 4096 bits")
         return rsa.generate_private_key(PUBLIC_EXPONENT, length), algorithm, length
-    if algorithm == A.ED25519.value:
-        if length not in (None, 256):
-            raise invalid_field("an Ed25519 key is 256 bits")
-        return ed25519.Ed25519PrivateKey.generate(), algorithm, 256
+    curve = _named_curve(priv, pub)
+    if algorithm in _EDWARDS_CURVE or curve in formats.RFC_CURVES:
+        curve = _EDWARDS_CURVE.get(algorithm, curve)  # type: ignore[call-overload]
+        if _named_curve(priv, pub) not in (None, curve):
+            raise invalid_field("Ed25519 is on Curve25519 and Ed448 on Curve448")
+        kind = _RFC.get((algorithm, curve))  # type: ignore[arg-type]
+        if kind is None:  # e.g. ECDSA on Curve25519: signing there is Ed25519's
+            raise invalid_field("Curve25519/Curve448 keys are X25519/X448 (EC, ECDH) or Ed25519/Ed448")
+        size = formats.RFC_LENGTHS[kind]
+        if length not in (None, size):
+            raise invalid_field(f"a key on this curve is {size} bits")
+        if kind in ("x25519", "x448"):
+            refuse_signing_mask(priv, pub)
+        return _GENERATE[kind](), algorithm, size  # type: ignore[return-value]
     if algorithm in formats.EC_ALGORITHMS:
         curve = _curve(priv, pub, length)
         key = ec.generate_private_key(formats.CURVES[curve]())
         return key, algorithm, EC_CURVES[curve]  # type: ignore[return-value]
-    raise invalid_field("CreateKeyPair makes RSA, EC (ECDSA, ECDH) and (KMIP 2.x) Ed25519 key pairs only")
+    raise invalid_field("CreateKeyPair makes RSA, EC (ECDSA, ECDH) and (KMIP 2.x) X25519, X448, Ed25519 and Ed448 "
+                        "key pairs only")
 
 
 def regenerate(key: formats.PrivateKey) -> formats.PrivateKey:
@@ -99,8 +142,9 @@ def regenerate(key: formats.PrivateKey) -> formats.PrivateKey:
         return ec.generate_private_key(key.curve)
     if isinstance(key, dsa.DSAPrivateKey):
         return key.parameters().generate_private_key()
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return ed25519.Ed25519PrivateKey.generate()
+    kind = formats.rfc_kind(key)
+    if kind is not None:
+        return _GENERATE[kind]()
     raise KmipError(ResultReason.FEATURE_NOT_SUPPORTED, "this kind of key pair cannot be re-keyed")
 
 
@@ -150,13 +194,35 @@ def _store_pair(
                        state=keys.initial_state(priv_attrs, now), uid=priv_uid, origin=priv_origin)
 
 
+def refuse_signing_mask(*attr_lists: list[Attribute]) -> None:
+    """X25519/X448 keys agree keys (RFC 7748): a usage mask that says otherwise is refused."""
+    for attrs in attr_lists:
+        mask = keys.value(attrs, "Cryptographic Usage Mask")
+        if isinstance(mask, int) and mask & _NOT_AGREEMENT:
+            raise invalid_field("an X25519/X448 key agrees keys: it cannot sign, verify, encrypt or wrap")
+
+
+def require_rfc_curves_in_version(ctx: RequestContext, *attr_lists: list[Attribute]) -> None:
+    """Ed25519/Ed448 (Cryptographic Algorithm) and Curve25519/Curve448 (Recommended Curve) are
+    KMIP 2.0 enumeration values: a 1.x request naming them names what its version lacks."""
+    if ctx.v2:
+        return
+    for attrs in attr_lists:
+        if keys.value(attrs, "Cryptographic Algorithm") in _EDWARDS_CURVE:
+            raise invalid_field("Ed25519 and Ed448 are KMIP 2.x algorithms")
+        curves = [keys.value(attrs, "Recommended Curve")] + [
+            a.value.value_of(T.RECOMMENDED_CURVE.value) for a in attrs
+            if a.name == "Cryptographic Domain Parameters" and a.value.type == Type.STRUCTURE]
+        if any(c in formats.RFC_CURVES for c in curves):
+            raise invalid_field("Curve25519 and Curve448 are KMIP 2.x curves")
+
+
 # -- operations ------------------------------------------------------------------------------------
 def create_key_pair(ctx: RequestContext, payload: Item) -> Item:
     common, priv_t, pub_t = keys.pair_templates(payload)
     priv_attrs = objects.client_attributes(keys.override(common, priv_t))
     pub_attrs = objects.client_attributes(keys.override(common, pub_t))
-    if not ctx.v2 and _agreed("Cryptographic Algorithm", priv_attrs, pub_attrs) == A.ED25519.value:
-        raise invalid_field("Ed25519 is a KMIP 2.x algorithm")
+    require_rfc_curves_in_version(ctx, priv_attrs, pub_attrs)
     key, algorithm, length = generate(priv_attrs, pub_attrs)
     priv_uid, pub_uid = str(uuid.uuid4()), str(uuid.uuid4())
     with ctx.services.store.unit_of_work():  # both halves or neither
@@ -197,7 +263,8 @@ def rekey_key_pair(ctx: RequestContext, payload: Item) -> Item:
     if not isinstance(algorithm, int):
         algorithm = A.RSA.value if isinstance(key, rsa.RSAPrivateKey) else (
             A.DSA.value if isinstance(key, dsa.DSAPrivateKey) else A.EC.value)
-    length = (256 if isinstance(key, ed25519.Ed25519PrivateKey)
+    kind = formats.rfc_kind(key)
+    length = (formats.RFC_LENGTHS[kind] if kind is not None
               else key.curve.key_size if isinstance(key, ec.EllipticCurvePrivateKey) else key.key_size)
 
     new_priv, new_pub = str(uuid.uuid4()), str(uuid.uuid4())

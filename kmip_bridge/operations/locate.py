@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kmip.core.enums import Operation, ResultReason, State, StorageStatusMask
+from kmip.core.enums import ObjectGroupMember, Operation, ResultReason, State, StorageStatusMask
 from kmip.core.enums import Tags as T
 
 from ..protocol import attributes as wire
@@ -96,6 +96,23 @@ def _criteria(ctx: RequestContext, payload: Item) -> list[Attribute]:
     return crit
 
 
+def _group_member(ctx: RequestContext, payload: Item, criteria: list[Attribute]) -> int | None:
+    """Object Group Member (KMIP 1.1+ Locate field; also taken as a criterion): Group Member Fresh
+    finds objects whose Fresh attribute is still true (never returned by a Get); Group Member
+    Default finds the group's default object, which this server's policy defines as the newest
+    object matching the other criteria (one identifier)."""
+    given = [payload.get(T.OBJECT_GROUP_MEMBER.value)] + [c.value for c in criteria if c.name == "Object Group Member"]
+    values = {g.value for g in given if g is not None}
+    if not values:
+        return None
+    if ctx.version < (1, 1):
+        raise KmipError(ResultReason.INVALID_FIELD, "Object Group Member is a KMIP 1.1 field")
+    if any(g is not None and g.type != Type.ENUMERATION for g in given) or len(values) > 1 \
+            or not values <= {m.value for m in ObjectGroupMember}:
+        raise KmipError(ResultReason.INVALID_FIELD, "Object Group Member is one of Group Member Fresh or Default")
+    return values.pop()  # type: ignore[return-value]
+
+
 def handle(ctx: RequestContext, payload: Item) -> Item:
     maximum = _count(payload, T.MAXIMUM_ITEMS)
     offset = _count(payload, T.OFFSET_ITEMS) or 0
@@ -103,6 +120,9 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
     filters: list[tuple[str, str | tuple[int, int]]] = []
     bit_filters: list[tuple[str, int]] = []
     criteria = _criteria(ctx, payload)
+    member = _group_member(ctx, payload, criteria)
+    fresh = True if member == ObjectGroupMember.GROUP_MEMBER_FRESH.value else None
+    contradiction = False  # e.g. Fresh false with Group Member Fresh: nothing can match
     dates: dict[str, list[int]] = {}
     ranged: set[str] = set()
     for c in criteria:
@@ -115,6 +135,11 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
             state = c.value.value
         elif c.name == "Unique Identifier" and isinstance(c.value.value, str):
             uid = c.value.value
+        elif c.name == "Object Group Member":
+            continue  # read above
+        elif c.name == "Fresh":  # a column, not an attribute row (objects.insert_new)
+            contradiction = contradiction or (fresh is not None and fresh is not c.value.value)
+            fresh = bool(c.value.value)
         elif c.name == "Operation Policy Name" and isinstance(c.value.value, str):
             # The policy every object has (named by its creator, else "default").
             policy_name = c.value.value
@@ -139,13 +164,15 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
     # the cap); a client pages past it with Offset Items, told the total by Located Items.
     cap = ctx.services.max_located_items
     limit = min(maximum, cap) if isinstance(maximum, int) and maximum > 0 else cap
+    if member == ObjectGroupMember.GROUP_MEMBER_DEFAULT.value:
+        offset, limit = 0, 1  # the one default object (newest first: the store's order)
     # Located Items (KMIP 1.3+: "MAY be returned even if Offset Items is not present") counts
     # every match. It answers a client that pages (Maximum or Offset Items in the request), and
     # only that one: the OASIS test vectors expect none for a plain Locate.
     paging = payload.get(T.MAXIMUM_ITEMS.value) is not None or payload.get(T.OFFSET_ITEMS.value) is not None
     counted = ctx.version >= (1, 3) and paging
     excluded = _excluded_states(payload, state)
-    if excluded is None:
+    if excluded is None or contradiction:
         return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.integer(T.LOCATED_ITEMS, 0) if counted else None])
     policy = ctx.services.policy
     scope = policy.locate_scope(ctx.identity)
@@ -159,6 +186,7 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         uid=uid,
         policy=policy_name,
         bit_filters=bit_filters,
+        fresh=fresh,
         # The store's order is stable (newest first, then by id), so pages do not overlap.
         offset=offset if scope.exact and not counted else 0,
         limit=limit if scope.exact and not counted else None,
@@ -173,6 +201,8 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
     total = len(rows)
     if counted or not scope.exact:
         rows = rows[offset : offset + limit]
+    if member == ObjectGroupMember.GROUP_MEMBER_DEFAULT.value:
+        total = len(rows)
     uids = [r.uid for r in rows]
     if len(uids) == 1:
         ctx.id_placeholder = uids[0]

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import uuid
+
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
-from kmip.core.enums import CryptographicAlgorithm, DigitalSignatureAlgorithm, ObjectType, ResultReason
+from kmip.core.enums import (
+    CertificateType,
+    CryptographicAlgorithm,
+    DigitalSignatureAlgorithm,
+    KeyFormatType,
+    LinkType,
+    ObjectType,
+    ResultReason,
+)
 from kmip.core.enums import Tags as T
 
 from ..protocol import ttlv
-from ..protocol.errors import KmipError, invalid_field
+from ..protocol.errors import KmipError, invalid_field, missing
 from ..protocol.ttlv import Item, Type
-from . import formats, objects
+from . import formats, key_pair, keys, objects, pkcs12
 from .context import RequestContext
 
 _REGISTRABLE = {
@@ -138,10 +149,26 @@ def _original_creation_date(ctx: RequestContext, attrs: list[objects.Attribute])
 
 
 _ASYMMETRIC = {ObjectType.PRIVATE_KEY.value: formats.load_private, ObjectType.PUBLIC_KEY.value: formats.load_public}
+A = CryptographicAlgorithm
 _EXACT_LENGTH = frozenset({CryptographicAlgorithm.AES.value, CryptographicAlgorithm.CHACHA20.value})
 
 
-def _labels_match(object_type: int, obj: Item, attrs: list[objects.Attribute]) -> None:
+_RFC_ALGORITHMS = frozenset({A.ED25519.value, A.ED448.value, A.EC.value, A.ECDH.value})
+
+
+def _claims_rfc_curve(ctx: RequestContext, fmt: int, material: Item, algorithm: object) -> bool:
+    """Whether key material the server could not read says it is on Curve25519/448 (labelled
+    Ed25519/Ed448, a Raw key of an EC algorithm in 2.x, or a Transparent EC key naming the curve):
+    it is then refused, not kept (truncated, or of another curve than its labels say). A 1.x Raw
+    EC key cannot be one (those curves are 2.x): it is kept as given, as before."""
+    if algorithm in (A.ED25519.value, A.ED448.value):
+        return True
+    if fmt == KeyFormatType.RAW.value:
+        return ctx.v2 and algorithm in _RFC_ALGORITHMS
+    return material.type == Type.STRUCTURE and material.value_of(T.RECOMMENDED_CURVE.value) in formats.RFC_CURVES
+
+
+def _labels_match(ctx: RequestContext, object_type: int, obj: Item, attrs: list[objects.Attribute]) -> None:
     """Refuses a key whose material contradicts its own Cryptographic Algorithm / Length (an EC
     key labelled RSA 2048 would be used, and listed, as what it is not). Wrapped keys and formats
     the server does not read are taken as labelled."""
@@ -163,11 +190,33 @@ def _labels_match(object_type: int, obj: Item, attrs: list[objects.Attribute]) -
     load = _ASYMMETRIC.get(object_type)
     if load is None or not isinstance(fmt, int):
         return
+    labelled = block.value_of(T.CRYPTOGRAPHIC_ALGORITHM.value) or algorithm
+    if not ctx.v2 and fmt == KeyFormatType.RAW.value and labelled not in (A.ED25519.value, A.ED448.value):
+        labelled = None  # 1.x Raw bytes are never read as an X25519/X448 key
     try:
-        key = load(fmt, material)
-    except (KmipError, ValueError, TypeError):
+        key = load(fmt, material, labelled)
+    except (KmipError, ValueError, TypeError, UnsupportedAlgorithm):
+        if _claims_rfc_curve(ctx, fmt, material, algorithm):
+            if not ctx.v2:
+                raise invalid_field("Curve25519/Curve448 keys are KMIP 2.x material") from None
+            raise invalid_field("the key material is not a key of the curve and algorithm it is labelled with") \
+                from None
         return  # a format this server does not parse: stored as given
-    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+    kind = formats.rfc_kind(key)
+    if kind is not None:
+        if not ctx.v2:
+            raise invalid_field("X25519, X448, Ed25519 and Ed448 keys are KMIP 2.x material")
+        if material.type != Type.BYTE_STRING or fmt == KeyFormatType.RAW.value:
+            if block.get(T.CRYPTOGRAPHIC_ALGORITHM.value) is None:
+                # Raw / Transparent bytes of these curves do not say X or Ed: the Key Block must
+                # (KMIP: Cryptographic Algorithm may be omitted only if the Key Value says it).
+                raise missing("a Raw or Transparent Curve25519/448 key needs the Key Block's Cryptographic Algorithm")
+        kinds = {A.EC.value, A.ECDH.value} if kind in ("x25519", "x448") else (
+            {A.ED25519.value} if kind == "ed25519" else {A.ED448.value})
+        if kind in ("x25519", "x448"):
+            key_pair.refuse_signing_mask(attrs)
+        size = formats.RFC_LENGTHS[kind]
+    elif isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         kinds, size = {CryptographicAlgorithm.RSA.value}, key.key_size
     elif isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
         kinds, size = set(formats.EC_ALGORITHMS), key.curve.key_size
@@ -204,6 +253,48 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
             )
     if object_type == ObjectType.CERTIFICATE.value:
         attrs += certificate_attributes(obj, given)
-    _labels_match(object_type, obj, attrs)  # type: ignore[arg-type]
+    block = formats.block_of(obj)
+    if object_type == ObjectType.PRIVATE_KEY.value and block is not None \
+            and block.value_of(T.KEY_FORMAT_TYPE.value) == KeyFormatType.PKCS_12.value:
+        uid = _register_pkcs12(ctx, obj, attrs)
+        return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, uid)])
+    _labels_match(ctx, object_type, obj, attrs)  # type: ignore[arg-type]
     uid = objects.insert_new(ctx, object_type, obj, attrs)  # type: ignore[arg-type]
     return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.text(T.UNIQUE_IDENTIFIER, uid)])
+
+
+def _register_pkcs12(ctx: RequestContext, obj: Item, attrs: list[objects.Attribute]) -> str:
+    """A PKCS#12 registered as a Private Key: the key and each certificate become linked objects
+    (see pkcs12.py), all in one transaction; the answer names the private key."""
+    opened = pkcs12.open_for_register(ctx, obj, attrs)
+    # The labels the PKCS#12 block (or the client) gave are checked against the key inside.
+    _labels_match(ctx, ObjectType.PRIVATE_KEY.value, opened.key, attrs)
+    given = {a.name for a in attrs}
+    attrs += [a for a in objects.key_block_attributes(opened.key) if a.name not in given]
+    if opened.friendly_name is not None and pkcs12.FRIENDLY_NAME not in given:
+        name = objects.value_item(Type.TEXT_STRING, opened.friendly_name)
+        attrs.append(objects.Attribute(pkcs12.FRIENDLY_NAME, name))
+    cert_uids = [str(uuid.uuid4()) for _ in opened.certificates]
+    uid, pub_uid = str(uuid.uuid4()), str(uuid.uuid4())
+    pub_attrs = keys.with_link(objects.key_block_attributes(opened.public), LinkType.PRIVATE_KEY_LINK.value, uid)
+    attrs = keys.with_link(attrs, LinkType.PUBLIC_KEY_LINK.value, pub_uid)
+    if opened.has_leaf:
+        attrs = keys.with_link(attrs, LinkType.PKCS12_CERTIFICATE_LINK.value, cert_uids[0])
+        pub_attrs = keys.with_link(pub_attrs, LinkType.PKCS12_CERTIFICATE_LINK.value, cert_uids[0])
+    with ctx.services.store.unit_of_work():  # the keys and every certificate, or nothing
+        for i, der in enumerate(opened.certificates):
+            cert = ttlv.struct_(T.CERTIFICATE, [ttlv.enum(T.CERTIFICATE_TYPE, CertificateType.X_509),
+                                                ttlv.bytes_(T.CERTIFICATE_VALUE, der)])
+            cert_attrs = [objects.Attribute("Certificate Type",
+                                            objects.value_item(Type.ENUMERATION, CertificateType.X_509.value))]
+            cert_attrs += certificate_attributes(cert, set())
+            issuer = opened.issuers[i]
+            if issuer is not None:
+                cert_attrs = keys.with_link(cert_attrs, LinkType.CERTIFICATE_LINK.value, cert_uids[issuer])
+            if i == 0 and opened.has_leaf:
+                cert_attrs = keys.with_link(cert_attrs, LinkType.PUBLIC_KEY_LINK.value, pub_uid)
+            objects.insert_new(ctx, ObjectType.CERTIFICATE.value, cert, cert_attrs, uid=cert_uids[i])
+        objects.insert_new(ctx, ObjectType.PUBLIC_KEY.value, opened.public, pub_attrs, uid=pub_uid)
+        objects.insert_new(ctx, ObjectType.PRIVATE_KEY.value, opened.key, attrs, uid=uid)
+    ctx.id_placeholder = uid
+    return uid

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa, utils, x448, x25519
 from kmip.core.enums import (
     CryptographicUsageMask,
     DigitalSignatureAlgorithm,
@@ -22,7 +22,7 @@ from kmip.core.enums import Tags as T
 from ..protocol import ttlv
 from ..protocol.errors import KmipError
 from ..protocol.ttlv import Item
-from . import keyuse, streams
+from . import keys, keyuse, streams
 from .context import RequestContext
 from .keyuse import Params
 
@@ -106,10 +106,17 @@ def _input(ctx: RequestContext, payload: Item, stream: streams.Stream, one_part:
 
 
 def _pure(prehashed: bool, stream: streams.Stream) -> bytes:
-    """Ed25519 (KMIP 2.x) signs the message itself, with its own hash: no Digested Data."""
+    """Ed25519 and Ed448 (KMIP 2.x) sign the message itself, with their own hash: no Digested Data."""
     if prehashed:
-        raise KmipError(ResultReason.INVALID_FIELD, "Ed25519 signs the message itself, not Digested Data")
+        raise KmipError(ResultReason.INVALID_FIELD, "Ed25519/Ed448 sign the message itself, not Digested Data")
     return bytes(stream.data)
+
+
+def _agreement_only(ctx: RequestContext) -> KmipError:
+    """X25519/X448 keys agree keys (RFC 7748): no signature exists for them. The key is of the
+    wrong kind for the operation, as a symmetric key would be."""
+    return keys.by_version(ctx, ResultReason.INVALID_FIELD, ResultReason.INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK,
+                           "an X25519/X448 key agrees keys: it cannot sign or verify")
 
 
 @keyuse.guarded
@@ -127,8 +134,10 @@ def sign(ctx: RequestContext, payload: Item) -> Item:
         pad, algorithm = _scheme(ctx, use.params, signing=True, prehashed=prehashed)
         key = keyuse.private_key(ctx, use)
         try:
-            if isinstance(key, ed25519.Ed25519PrivateKey):
+            if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
                 signature = key.sign(_pure(prehashed, stream))
+            elif isinstance(key, (x25519.X25519PrivateKey, x448.X448PrivateKey)):
+                raise _agreement_only(ctx)
             elif isinstance(key, rsa.RSAPrivateKey):
                 signature = key.sign(bytes(stream.data), _rsa_padding(ctx, pad), algorithm)  # type: ignore[arg-type]
             elif isinstance(key, ec.EllipticCurvePrivateKey):
@@ -161,8 +170,10 @@ def verify(ctx: RequestContext, payload: Item) -> Item:
         pad, algorithm = _scheme(ctx, use.params, signing=False, prehashed=prehashed)
         key = keyuse.public_key(ctx, use)
         try:
-            if isinstance(key, ed25519.Ed25519PublicKey):
+            if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
                 key.verify(signature, _pure(prehashed, stream))
+            elif isinstance(key, (x25519.X25519PublicKey, x448.X448PublicKey)):
+                raise _agreement_only(ctx)
             elif isinstance(key, rsa.RSAPublicKey):
                 key.verify(signature, bytes(stream.data), _rsa_padding(ctx, pad), algorithm)  # type: ignore[arg-type]
             elif isinstance(key, ec.EllipticCurvePublicKey):

@@ -2,8 +2,8 @@
 any M (the threshold) give it back.
 
 Methods: XOR (M = N: every part needed), polynomial sharing over GF(2^8) (Shamir's scheme byte by
-byte, the AES field x^8+x^4+x^3+x+1) and over a prime field (the key as one integer below the
-client's Prime Field Size). Polynomial sharing over GF(2^16) is refused: Feature Not Supported.
+byte, the AES field x^8+x^4+x^3+x+1) and over GF(2^16) (16-bit word by word, see GF16 below), and
+over a prime field (the key as one integer below the client's Prime Field Size).
 Each part records its Key Part Identifier (its x coordinate, 1..N) and a Parent Link to the key it
 was split from, when that key is stored here.
 """
@@ -30,49 +30,83 @@ _JOINABLE = frozenset({ObjectType.SYMMETRIC_KEY.value, ObjectType.SECRET_DATA.va
 
 
 # -- arithmetic -------------------------------------------------------------------------------------
-def _gf_mul(a: int, b: int) -> int:
+# Binary fields: (bits, reduction polynomial). GF(2^8) is the AES field x^8+x^4+x^3+x+1; GF(2^16)
+# uses x^16+x^12+x^3+x+1, a primitive polynomial (tests/unit/test_split_fields.py checks both). KMIP
+# names neither polynomial nor how key bytes map to field elements: here a GF(2^16) element is two
+# key bytes, big-endian, so the key must be a whole number of 16-bit words.
+GF8 = (8, 0x11B)
+GF16 = (16, 0x1100B)
+Field = tuple[int, int]
+_BINARY_FIELDS = {M.POLYNOMIAL_SHARING_GF_2_8.value: GF8, M.POLYNOMIAL_SHARING_GF_2_16.value: GF16}
+
+
+def _gf_mul(a: int, b: int, field: Field = GF8) -> int:
+    bits, poly = field
+    top = 1 << (bits - 1)
     out = 0
     while b:
         if b & 1:
             out ^= a
-        a = (a << 1) ^ (0x11B if a & 0x80 else 0)
+        a = (a << 1) ^ (poly if a & top else 0)
         b >>= 1
     return out
 
 
-def _gf_inv(a: int) -> int:
-    return reduce(lambda acc, _: _gf_mul(acc, a), range(253), a)  # a^254 = a^-1 in GF(2^8)
-
-
-def _gf_eval(coefficients: list[int], x: int) -> int:
-    out = 0
-    for c in reversed(coefficients):
-        out = _gf_mul(out, x) ^ c
+def _gf_inv(a: int, field: Field = GF8) -> int:
+    """a^(2^bits - 2) = a^-1 (square and multiply)."""
+    out, e = 1, (1 << field[0]) - 2
+    while e:
+        if e & 1:
+            out = _gf_mul(out, a, field)
+        a, e = _gf_mul(a, a, field), e >> 1
     return out
 
 
-def _gf_split(secret: bytes, n: int, m: int) -> list[bytes]:
+def _gf_eval(coefficients: list[int], x: int, field: Field = GF8) -> int:
+    out = 0
+    for c in reversed(coefficients):
+        out = _gf_mul(out, x, field) ^ c
+    return out
+
+
+def _words(data: bytes, field: Field) -> list[int]:
+    width = field[0] // 8
+    return [int.from_bytes(data[i:i + width], "big") for i in range(0, len(data), width)]
+
+
+def _gf_split(secret: bytes, n: int, m: int, field: Field = GF8) -> list[bytes]:
+    width = field[0] // 8
+    if len(secret) % width:
+        raise invalid_field(f"polynomial sharing over GF(2^{field[0]}) splits {field[0]}-bit words: "
+                            "the key length must be a multiple of that")
     shares = [bytearray() for _ in range(n)]
-    for byte in secret:
-        poly = [byte, *(secrets.randbelow(256) for _ in range(m - 1))]
+    for word in _words(secret, field):
+        poly = [word, *(secrets.randbelow(1 << field[0]) for _ in range(m - 1))]
         for i in range(n):
-            shares[i].append(_gf_eval(poly, i + 1))
+            shares[i] += _gf_eval(poly, i + 1, field).to_bytes(width, "big")
     return [bytes(s) for s in shares]
 
 
-def _gf_join(parts: dict[int, bytes]) -> bytes:
-    xs = list(parts)
+def _gf_join(parts: dict[int, bytes], field: Field = GF8) -> bytes:
+    width = field[0] // 8
+    if any(len(p) % width for p in parts.values()) or len({len(p) for p in parts.values()}) != 1:
+        raise invalid_field("the parts are not whole field elements of one length")
+    # Lagrange coefficients at x = 0, the same for every word.
+    weights = {}
+    for xi in parts:
+        num = den = 1
+        for xj in parts:
+            if xj != xi:
+                num = _gf_mul(num, xj, field)
+                den = _gf_mul(den, xi ^ xj, field)
+        weights[xi] = _gf_mul(num, _gf_inv(den, field), field)
+    columns = {xi: _words(p, field) for xi, p in parts.items()}
     out = bytearray()
-    for k in range(len(next(iter(parts.values())))):
+    for k in range(len(next(iter(columns.values())))):
         value = 0
-        for xi in xs:
-            num = den = 1
-            for xj in xs:
-                if xj != xi:
-                    num = _gf_mul(num, xj)
-                    den = _gf_mul(den, xi ^ xj)
-            value ^= _gf_mul(parts[xi][k], _gf_mul(num, _gf_inv(den)))
-        out.append(value)
+        for xi, w in weights.items():
+            value ^= _gf_mul(columns[xi][k], w, field)
+        out += value.to_bytes(width, "big")
     return bytes(out)
 
 
@@ -158,12 +192,10 @@ def create_split_key(ctx: RequestContext, payload: Item) -> Item:
         raise invalid_field(f"need 2 to {MAX_PARTS} Split Key Parts and a threshold between 1 and the parts")
     if method == M.XOR.value and m != n:
         raise invalid_field("XOR splitting needs every part: Split Key Threshold must equal Split Key Parts")
-    if method == M.POLYNOMIAL_SHARING_GF_2_16.value:
-        raise KmipError(ResultReason.FEATURE_NOT_SUPPORTED, "polynomial sharing over GF(2^16) is not supported")
     if method == M.POLYNOMIAL_SHARING_PRIME_FIELD.value:
         if not isinstance(prime, int) or prime < 3 or not _probably_prime(prime):
             raise invalid_field("polynomial sharing over a prime field needs a prime Prime Field Size")
-    elif method not in (M.XOR.value, M.POLYNOMIAL_SHARING_GF_2_8.value):
+    elif method not in (M.XOR.value, *_BINARY_FIELDS):
         raise invalid_field("unknown Split Key Method")
     attrs = objects.client_attributes(objects.request_attributes(ctx, payload))
     given = {a.name: a.value.value for a in attrs}
@@ -195,8 +227,8 @@ def create_split_key(ctx: RequestContext, payload: Item) -> Item:
     if method == M.XOR.value:
         shares = [secrets.token_bytes(len(secret)) for _ in range(n - 1)]
         shares.append(_xor([secret, *shares]))
-    elif method == M.POLYNOMIAL_SHARING_GF_2_8.value:
-        shares = _gf_split(secret, n, m)
+    elif method in _BINARY_FIELDS:
+        shares = _gf_split(secret, n, m, _BINARY_FIELDS[method])
     else:
         shares = _prime_split(secret, n, m, prime)  # type: ignore[arg-type]
     uids: list[str] = []
@@ -262,8 +294,8 @@ def join_split_key(ctx: RequestContext, payload: Item) -> Item:
         raise KmipError(ResultReason.CRYPTOGRAPHIC_FAILURE, f"{m} parts are needed, {len(parts)} were given")
     if method == M.XOR.value:
         secret = _xor(list(parts.values()))
-    elif method == M.POLYNOMIAL_SHARING_GF_2_8.value:
-        secret = _gf_join(dict(list(parts.items())[:m]))  # type: ignore[index]
+    elif method in _BINARY_FIELDS:
+        secret = _gf_join(dict(list(parts.items())[:m]), _BINARY_FIELDS[method])  # type: ignore[index]
     else:
         size = length // 8 if isinstance(length, int) else (prime.bit_length() + 7) // 8  # type: ignore[union-attr]
         secret = _prime_join(dict(list(parts.items())[:m]), prime, size)  # type: ignore[arg-type,index]

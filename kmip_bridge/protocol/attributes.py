@@ -22,6 +22,9 @@ for _a in AttributeType:
     if _key in Tags.__members__:
         _NAME_BY_TAG[Tags[_key].value] = _a.value
         _TAG_BY_NAME[_a.value] = Tags[_key].value
+# KMIP 1.4 spells it "PKCS#12 Friendly Name"; PyKMIP's AttributeType lacks it.
+_NAME_BY_TAG[Tags.PKCS12_FRIENDLY_NAME.value] = "PKCS#12 Friendly Name"
+_TAG_BY_NAME["PKCS#12 Friendly Name"] = Tags.PKCS12_FRIENDLY_NAME.value
 
 
 def is_custom(name: str) -> bool:

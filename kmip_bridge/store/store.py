@@ -332,9 +332,11 @@ class Store:
         uid: str | None = None,
         policy: str | None = None,
         bit_filters: Sequence[tuple[str, int]] = (),
+        fresh: bool | None = None,
     ) -> list[LocatedRow]:
         """Objects matching every criterion, newest first (none in ``exclude_states``).
         ``bit_filters``: (name, mask) — an integer attribute with at least those bits set.
+        ``fresh``: only objects whose Fresh flag (a column) is that.
 
         Scope: objects of ``owner`` plus objects of any owner whose type is in ``other_types``
         (``owner`` None or ``other_types`` None: every owner).
@@ -357,6 +359,8 @@ class Store:
             query = query.where(objects.c.uid == uid)
         if policy is not None:
             query = query.where(objects.c.policy == policy)
+        if fresh is not None:
+            query = query.where(objects.c.fresh == fresh)
         for name, bits in bit_filters:
             # CASE: the cast must only ever see this attribute's (numeric) search keys.
             number = sa.case((attributes.c.name == name, sa.cast(attributes.c.search, sa.BigInteger)))

@@ -1,5 +1,5 @@
-"""Create Split Key / Join Split Key (KMIP 1.2+): XOR, polynomial sharing over GF(2^8) and a
-prime field; any threshold of parts gives the key back, fewer do not — at 1.2, 1.4 and 2.1 over
+"""Create Split Key / Join Split Key (KMIP 1.2+): XOR, polynomial sharing over GF(2^8), GF(2^16)
+and a prime field; any threshold of parts gives the key back, fewer do not — at 1.2, 1.4 and 2.1 over
 raw TTLV (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
@@ -96,6 +96,22 @@ def test_polynomial_sharing_gf256_any_threshold(conn: Conn, version: tuple[int, 
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_polynomial_sharing_gf65536_any_threshold(conn: Conn, version: tuple[int, int]) -> None:
+    key = create_aes(conn, version)
+    original = _material(conn, key, version)
+    parts = _parts(_split(conn, key, version, SplitKeyMethod.POLYNOMIAL_SHARING_GF_2_16, 4, 3))
+    part = conn.ok(Operation.GET, [uid_(parts[0])], version).get(T.SPLIT_KEY.value)
+    assert part.value_of(T.SPLIT_KEY_METHOD.value) == SplitKeyMethod.POLYNOMIAL_SHARING_GF_2_16.value  # type: ignore[union-attr]
+    assert _joined(conn, [parts[3], parts[0], parts[2]], version) == original
+    assert _joined(conn, parts, version) == original  # more than the threshold: still the key
+    _too_few(conn, [parts[1], parts[2]], version)
+    # A GF(2^16) part does not join with GF(2^8) parts of the same key.
+    other = _parts(_split(conn, key, version, SplitKeyMethod.POLYNOMIAL_SHARING_GF_2_8, 4, 3))
+    bi = _join(conn, [parts[0], other[1], other[2]], version)
+    assert bi.value_of(T.RESULT_REASON.value) == ResultReason.INVALID_FIELD.value
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_polynomial_sharing_prime_field(conn: Conn, version: tuple[int, int]) -> None:
     key = create_aes(conn, version)
     original = _material(conn, key, version)
@@ -126,8 +142,14 @@ def test_bad_requests(conn: Conn, version: tuple[int, int]) -> None:
     key = create_aes(conn, version)
     bi = _split(conn, key, version, SplitKeyMethod.XOR, 3, 2)  # XOR needs every part
     assert bi.value_of(T.RESULT_REASON.value) == ResultReason.INVALID_FIELD.value
-    bi = _split(conn, key, version, SplitKeyMethod.POLYNOMIAL_SHARING_GF_2_16, 3, 2)
-    assert bi.value_of(T.RESULT_REASON.value) == ResultReason.FEATURE_NOT_SUPPORTED.value
+    # GF(2^16) shares 16-bit words: a new 24-bit secret is not a whole number of them.
+    bi = conn.call(Operation.CREATE_SPLIT_KEY, [
+        ttlv.enum(T.OBJECT_TYPE, enums.ObjectType.SECRET_DATA), ttlv.integer(T.SPLIT_KEY_PARTS, 3),
+        ttlv.integer(T.SPLIT_KEY_THRESHOLD, 2),
+        ttlv.enum(T.SPLIT_KEY_METHOD, SplitKeyMethod.POLYNOMIAL_SHARING_GF_2_16),
+        ttlv.struct_(T.ATTRIBUTES, [ttlv.integer(T.CRYPTOGRAPHIC_LENGTH, 24)]) if version >= (2, 0) else
+        ttlv.struct_(T.TEMPLATE_ATTRIBUTE, [v1("Cryptographic Length", ttlv.integer(T.ATTRIBUTE_VALUE, 24))])], version)
+    assert bi.value_of(T.RESULT_REASON.value) == ResultReason.INVALID_FIELD.value
     bi = _join(conn, [key], version)  # not a split key part
     assert bi.value_of(T.RESULT_REASON.value) == ResultReason.INVALID_FIELD.value
     parts = _parts(_split(conn, key, version, SplitKeyMethod.XOR, 2, 2))
