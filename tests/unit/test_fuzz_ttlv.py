@@ -13,7 +13,7 @@ import struct
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from kmip.core.enums import Operation, ResultReason
 from kmip.core.enums import Tags as T
@@ -142,9 +142,11 @@ def test_wrong_types_unknown_tags_and_invalid_utf8(which: int, data: st.DataObje
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 5000))
+@example(32)  # the boundary, every run (max_depth is 32)
+@example(33)
 def test_deep_nesting_is_refused_without_recursion_error(depth: int) -> None:
     data = fuzz.nested(depth)
-    if depth <= LIMITS.max_depth + 1:  # the innermost (empty) structure is at depth-1
+    if depth <= LIMITS.max_depth:  # max_depth levels (0 .. max_depth-1); the innermost is at depth-1
         assert _depth(ttlv.decode(data, LIMITS)) == depth - 1
     else:
         with pytest.raises(ttlv.TtlvError, match="nested too deeply"):
