@@ -470,6 +470,11 @@ class Store:
             _READ.reset(token)
             pinned.drop()
 
+    def connection(self):  # type: ignore[no-untyped-def]
+        """A connection for a query module of its own (store/streams.py): the unit of work's
+        inside one, else a pooled reader; driver errors become StoreUnavailable."""
+        return self._connect()
+
     # -- plumbing -------------------------------------------------------------------------------
     def _connect(self):  # type: ignore[no-untyped-def]
         conn, pinned = _TX.get(), _READ.get()
