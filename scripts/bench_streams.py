@@ -15,6 +15,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +51,31 @@ def _summary(name: str, times: list[float]) -> str:
     return f"{name:<34} n={len(times):<5} median {statistics.median(times):7.2f} ms   p90 {p90:7.2f} ms"
 
 
+def _parallel(port: int, ctx: object, clients: int, parts: int, chunk: Item) -> float:
+    """Parts per second of ``clients`` connections each running one stream of ``parts`` parts."""
+    conns = [RawClient("127.0.0.1", port, ctx, timeout=300) for _ in range(clients)]  # type: ignore[arg-type]
+    barrier = threading.Barrier(clients + 1)
+
+    def run(c: RawClient) -> None:
+        barrier.wait()
+        _, out = _timed(c, SHA256, chunk, ttlv.boolean(T.INIT_INDICATOR, True))
+        for _ in range(parts - 2):
+            _, out = _timed(c, chunk, _corr(out))
+        _timed(c, chunk, _corr(out), ttlv.boolean(T.FINAL_INDICATOR, True))
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in conns]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    for c in conns:
+        c.close()
+    return clients * parts / elapsed
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     db = p.add_mutually_exclusive_group(required=True)
@@ -58,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parts", type=int, default=200, help="parts per stream")
     p.add_argument("--size", type=int, default=1024, help="bytes per part")
     p.add_argument("--streams", type=int, default=3)
+    p.add_argument("--clients", type=int, default=8, help="connections streaming at once")
     args = p.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="kmip-bridge-streams-"))
     config = harness.make_instance(folder / "instance", free_port(), args.database_url, workers=2)
@@ -82,11 +109,13 @@ def main(argv: list[str] | None = None) -> int:
             t, _ = _timed(client, chunk, _corr(out), ttlv.boolean(T.FINAL_INDICATOR, True))
             final.append(t)
         client.close()
+        parallel = _parallel(port, ctx, args.clients, args.parts, chunk)
         print(f"database {'sqlite' if args.sqlite else args.database_url}; {args.parts} parts of {args.size} bytes")
         print(_summary("one-part Hash", one_part))
         print(_summary("stream: Init part", init))
         print(_summary(f"stream: middle parts (1..{args.parts * args.size // 1024} KiB)", middle))
         print(_summary("stream: Final part", final))
+        print(f"{args.clients} clients streaming at once: {parallel:.0f} parts/s in all")
     finally:
         server.stop()
     return 0

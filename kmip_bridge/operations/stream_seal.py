@@ -4,9 +4,11 @@ Correlation Value, which the database never sees.
 The Correlation Value is 16 random bytes handed to the client only. HKDF turns it into the row's
 id and an AES-256-GCM key; neither can be turned back into it, so the database file (or a
 PostgreSQL dump) alone cannot open a stream, and nothing the server keeps can either once the
-client forgets the value. The AAD binds the ciphertext to the row id, its owner and operation: a
-sealed blob copied to another row, or a row whose owner was rewritten, does not open. No Key HSM
-call per part: a stream is short-lived client input, not a managed object under a KEK.
+client forgets the value. The AAD binds the header to the row id, its owner and operation, and
+each chunk of input to the row id and its place: a sealed blob copied to another row or place, or
+a row whose owner was rewritten, does not open; the header records how many chunks and bytes the
+input has, so a chunk removed is noticed too. No Key HSM call per part: a stream is short-lived
+client input, not a managed object under a KEK.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import struct
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
@@ -39,24 +40,30 @@ def derive(correlation: bytes) -> tuple[str, bytes]:
     return _hkdf(correlation, _INFO_ID).hex(), _hkdf(correlation, _INFO_KEY)
 
 
-def _aad(sid: str, owner: str, operation: int) -> bytes:
-    return json.dumps(["kmip-bridge stream v1", sid, owner, operation]).encode()
+def _aad(*parts: object) -> bytes:
+    return json.dumps(["kmip-bridge stream v1", *parts]).encode()
 
 
-def seal(key: bytes, sid: str, owner: str, operation: int, header: dict[str, Any], data: bytes) -> tuple[bytes, bytes]:
-    """(nonce, ciphertext) of the stream's header (its state, JSON) followed by its input."""
+def seal(key: bytes, sid: str, owner: str, operation: int, header: dict[str, Any]) -> tuple[bytes, bytes]:
+    """(nonce, ciphertext) of a stream's header: its state (parameters, IV, AAD, output sent...)."""
     head = json.dumps(_encode(header), separators=(",", ":")).encode()
-    nonce = os.urandom(12)  # a random nonce per write: a stream is written at most a few thousand times
-    return nonce, AESGCM(key).encrypt(nonce, struct.pack(">I", len(head)) + head + data, _aad(sid, owner, operation))
+    nonce = os.urandom(12)  # random per write: a stream is written a few thousand times at most
+    return nonce, AESGCM(key).encrypt(nonce, head, _aad("header", sid, owner, operation))
 
 
-def unseal(
-    key: bytes, sid: str, owner: str, operation: int, nonce: bytes, sealed: bytes
-) -> tuple[dict[str, Any], bytes]:
-    """The header and input of a sealed stream; cryptography's InvalidTag if it was tampered with."""
-    plain = AESGCM(key).decrypt(nonce, sealed, _aad(sid, owner, operation))
-    (size,) = struct.unpack(">I", plain[:4])
-    return _decode(json.loads(plain[4 : 4 + size])), plain[4 + size :]
+def unseal(key: bytes, sid: str, owner: str, operation: int, nonce: bytes, sealed: bytes) -> dict[str, Any]:
+    """The header of a sealed stream; cryptography's InvalidTag if it was altered or moved."""
+    return _decode(json.loads(AESGCM(key).decrypt(nonce, sealed, _aad("header", sid, owner, operation))))
+
+
+def seal_chunk(key: bytes, sid: str, seq: int, data: bytes) -> tuple[bytes, bytes]:
+    """(nonce, ciphertext) of a piece of a stream's input, bound to its place in the stream."""
+    nonce = os.urandom(12)
+    return nonce, AESGCM(key).encrypt(nonce, data, _aad("chunk", sid, seq))
+
+
+def unseal_chunk(key: bytes, sid: str, seq: int, nonce: bytes, sealed: bytes) -> bytes:
+    return AESGCM(key).decrypt(nonce, sealed, _aad("chunk", sid, seq))
 
 
 def _encode(value: Any) -> Any:

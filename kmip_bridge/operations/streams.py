@@ -33,6 +33,8 @@ from ..store.store import ConcurrentUpdate
 from . import stream_seal
 from .context import RequestContext
 
+MAX_CHUNKS = 32  # pieces of input a stream is kept in before they are merged into one
+
 
 @dataclass
 class Stream:
@@ -45,6 +47,8 @@ class Stream:
     limit: int = 0  # bytes this stream may buffer (server.max_stream_bytes when it was opened)
     version: int = 0  # of its row; 0 until first stored
     correlation: bytes | None = None
+    stored: int = 0  # bytes of ``data`` already in the database (the rest is this part's)
+    chunks: int = 0  # chunks they are stored in
 
 
 @dataclass
@@ -93,12 +97,17 @@ def take(ctx: RequestContext, correlation: bytes, operation: int) -> Stream:
     if row is None or row.owner != ctx.identity.name or row.operation != operation:
         raise _invalid(ctx)
     try:
-        header, data = stream_seal.unseal(key, sid, row.owner, row.operation, row.nonce, row.sealed)
+        header = stream_seal.unseal(key, sid, row.owner, row.operation, row.nonce, row.sealed)
+        data = bytearray()
+        for chunk in row.chunks:
+            data += stream_seal.unseal_chunk(key, sid, chunk.seq, chunk.nonce, chunk.sealed)
     except InvalidTag:  # altered in the database: not a stream this server wrote
         raise _invalid(ctx) from None
+    if len(data) != header["size"] or len(row.chunks) != header["chunks"]:
+        raise _invalid(ctx)  # a chunk missing (removed from the database, or merged meanwhile)
     return Stream(owner=row.owner, operation=row.operation, uid=header["uid"], state=header["state"],
-                  data=bytearray(data), sent=header["sent"], limit=header["limit"], version=row.version,
-                  correlation=correlation)
+                  data=data, sent=header["sent"], limit=header["limit"], version=row.version,
+                  correlation=correlation, stored=len(data), chunks=len(row.chunks))
 
 
 def feed(ctx: RequestContext, stream: Stream, chunk: bytes) -> None:
@@ -124,8 +133,16 @@ def save(ctx: RequestContext, stream: Stream) -> bytes:
     b = ctx.services.budgets
     correlation = stream.correlation or secrets.token_bytes(stream_seal.CORRELATION_BYTES)
     sid, key = stream_seal.derive(correlation)
-    header = {"uid": stream.uid, "state": stream.state, "sent": stream.sent, "limit": stream.limit}
-    nonce, sealed = stream_seal.seal(key, sid, stream.owner, stream.operation, header, bytes(stream.data))
+    seq = stream.version + 1
+    # This part's input is one more chunk; past MAX_CHUNKS all of them are merged into one, so a
+    # part writes what it brought and, now and then, the whole input once (not at every part).
+    compact = stream.chunks + 1 > MAX_CHUNKS
+    piece = bytes(stream.data) if compact else bytes(stream.data[stream.stored :])
+    chunk = rows.Chunk(seq, *stream_seal.seal_chunk(key, sid, seq, piece)) if piece else None
+    chunks = (1 if piece else 0) if compact else stream.chunks + (1 if piece else 0)
+    header = {"uid": stream.uid, "state": stream.state, "sent": stream.sent, "limit": stream.limit,
+              "size": len(stream.data), "chunks": chunks}
+    nonce, sealed = stream_seal.seal(key, sid, stream.owner, stream.operation, header)
     now = _now_ms()
     row = rows.StreamRow(id=sid, owner=stream.owner, operation=stream.operation, size=len(stream.data),
                          expires_ms=now + int(b.stream_idle_timeout * 1000), version=stream.version,
@@ -133,12 +150,12 @@ def save(ctx: RequestContext, stream: Stream) -> bytes:
     quotas = rows.Quotas(streams=b.max_streams, streams_per_owner=b.max_streams_per_identity,
                          bytes_per_owner=b.max_stream_bytes_per_identity, bytes_total=b.max_stream_bytes_total)
     try:
-        stream.version = rows.put(ctx.services.store, row, quotas, now)
+        stream.version = rows.put(ctx.services.store, row, chunk, compact, quotas, now)
     except rows.QuotaExceeded as exc:
         raise ctx.limit_exceeded(_QUOTA_MESSAGES[exc.which].format(n=b.max_streams_per_identity)) from None
     except ConcurrentUpdate:
         raise _invalid(ctx) from None
-    stream.correlation = correlation
+    stream.correlation, stream.stored, stream.chunks = correlation, len(stream.data), chunks
     return correlation
 
 

@@ -475,6 +475,12 @@ class Store:
         inside one, else a pooled reader; driver errors become StoreUnavailable."""
         return self._connect()
 
+    def grouped(self, write: Callable[[Connection], _R]) -> _R:
+        """Runs ``write(connection)`` in the current unit of work, else in a shared transaction
+        with concurrent writes (group commit, writes.GroupCommit); returns once it is committed."""
+        conn = _TX.get()
+        return write(conn) if conn is not None else self._group.run(write)
+
     # -- plumbing -------------------------------------------------------------------------------
     def _connect(self):  # type: ignore[no-untyped-def]
         conn, pinned = _TX.get(), _READ.get()

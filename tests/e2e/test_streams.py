@@ -136,13 +136,13 @@ def _db_engine(instance: Instance) -> sa.Engine:
     return sa.create_engine(normalise_url(instance.database_url))
 
 
-def stream_rows(instance: Instance, sid: str | None = None) -> int:
-    """Rows in the streams table (of one stream id), read straight from the database."""
+def stream_rows(instance: Instance, sid: str, table: str = "streams") -> int:
+    """Rows of one stream in ``table`` (streams: its header, stream_chunks: its input), read
+    straight from the database."""
     engine = _db_engine(instance)
     try:
         with engine.connect() as conn:
-            query = "SELECT count(*) FROM streams" + (" WHERE id = :id" if sid else "")
-            return int(conn.execute(sa.text(query), {"id": sid}).scalar_one())
+            return int(conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE id = :id"), {"id": sid}).scalar_one())
     finally:
         engine.dispose()
 
@@ -231,6 +231,24 @@ def test_a_stream_continues_on_a_new_connection_and_on_another_node(
     plain = out.value_of(T.DATA.value) or b""
     last = admin.ok(Operation.DECRYPT, data(one_shot[20:]), corr(out), FINAL, version=version)
     assert plain + last.value_of(T.DATA.value) == b"".join(parts)  # type: ignore[operator]
+
+
+def test_a_long_stream_alternating_between_processes_loses_nothing(
+    instance: Instance, server: Server, node2: Server
+) -> None:
+    """More parts than a stream keeps chunks (operations/streams.MAX_CHUNKS: they get merged),
+    each on the other process than the one before."""
+    from kmip_bridge.operations.streams import MAX_CHUNKS
+
+    conns = [Conn(instance, server.port), Conn(instance, node2.port)]
+    pieces = [f"{i};".encode() * (i % 3) for i in range(2 * MAX_CHUNKS + 5)]  # some empty; < max_stream_bytes
+    out = conns[0].ok(Operation.HASH, SHA256, data(pieces[0]), INIT, version=V21)
+    for i, piece in enumerate(pieces[1:], start=1):
+        out = conns[i % 2].ok(Operation.HASH, data(piece), corr(out), version=V21)
+    last = conns[0].ok(Operation.HASH, corr(out), FINAL, version=V21)
+    assert last.value_of(T.DATA.value) == hashlib.sha256(b"".join(pieces)).digest()
+    for c in conns:
+        c.close()
 
 
 # -- 2. what each part answers --------------------------------------------------------------------
@@ -427,14 +445,16 @@ def test_no_plaintext_of_a_streamed_input_in_the_database(instance: Instance, se
     out = admin.ok(Operation.ENCRYPT, uid_(uid), CBC, data(marker + b"-first"), data(IV, T.IV_COUNTER_NONCE), INIT)
     out = admin.ok(Operation.ENCRYPT, data(marker + b"-second"), corr(out))
     sid, _ = derive(out.value_of(T.CORRELATION_VALUE.value))  # type: ignore[arg-type]
-    assert stream_rows(instance, sid) == 1  # the stream is in the database, buffered input and all
+    # The stream is in the database, its header and its two parts' input.
+    assert (stream_rows(instance, sid), stream_rows(instance, sid, "stream_chunks")) == (1, 2)
     assert not database_holds(instance, marker)
     assert not database_holds(instance, out.value_of(T.CORRELATION_VALUE.value))  # type: ignore[arg-type]
     # Control: the scan does see what the database holds in the clear (a Name attribute).
     create_key(admin, name=marker.decode() + "-name")
     assert database_holds(instance, marker)
     admin.ok(Operation.ENCRYPT, corr(out), FINAL)
-    assert stream_rows(instance, sid) == 0  # the final part deletes the row
+    # The final part deletes the stream, input and all.
+    assert (stream_rows(instance, sid), stream_rows(instance, sid, "stream_chunks")) == (0, 0)
 
 
 # -- 6. restart and expiry (last: restarts the module's server) -----------------------------------
@@ -456,7 +476,7 @@ def test_a_restart_keeps_streams_and_idle_streams_expire(instance: Instance, ser
         assert stream_rows(instance, sid) == 1
         c.fails(ResultReason.INVALID_CORRELATION_VALUE, Operation.HASH, data(b"late"), corr(out), version=V21)
         c.ok(Operation.HASH, corr(c.ok(Operation.HASH, SHA256, data(b"x"), INIT, version=V21)), FINAL, version=V21)
-        assert stream_rows(instance, sid) == 0
+        assert (stream_rows(instance, sid), stream_rows(instance, sid, "stream_chunks")) == (0, 0)
         # Control: a stream used within the timeout lives on, part after part.
         out = c.ok(Operation.HASH, SHA256, data(b"a"), INIT, version=V21)
         for _ in range(3):

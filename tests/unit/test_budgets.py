@@ -261,7 +261,9 @@ def test_a_stream_row_is_sealed_and_bound_to_its_owner(stream_store: Store) -> N
     other = streams.save(mallory, streams.new(mallory, Operation.HASH.value, None))
     with stream_store.engine.begin() as conn:
         rows = conn.execute(sa.text("SELECT id, owner, sealed FROM streams")).all()
-    assert len(rows) == 2 and all(b"MARKER" not in bytes(r.sealed) for r in rows)
+        chunks = conn.execute(sa.text("SELECT id, sealed FROM stream_chunks")).all()
+    assert len(rows) == 2 and len(chunks) == 1
+    assert all(b"MARKER" not in bytes(r.sealed) for r in [*rows, *chunks])
     assert all(first.hex() not in r.id and other.hex() not in r.id for r in rows)  # ids are one-way
     assert bytes(streams.take(mallory, first, Operation.HASH.value).data) == b"MARKER-secret-input"
     # A row handed to another owner in the database does not open for them (the AAD names the owner).
@@ -297,3 +299,31 @@ def test_the_response_budget_counts_each_item_exactly() -> None:
     for r in results:
         whole = len(ttlv.encode(build_response(Response(version=(2, 1), results=[r]), now=0)))
         assert dispatch._item_size(r) == whole - empty
+
+
+def test_a_long_stream_is_kept_in_few_chunks_and_a_missing_one_is_noticed(stream_store: Store) -> None:
+    """Each part stores only what it brought (one chunk); past MAX_CHUNKS they are merged, so a
+    read stays a few rows. A chunk deleted from the database makes the stream unusable, never
+    silently shorter."""
+    from kmip_bridge.operations import streams
+    from kmip_bridge.protocol.errors import KmipError
+
+    ctx = _ctx(stream_store)  # type: ignore[arg-type]
+    s = streams.new(ctx, Operation.HASH.value, None)
+    streams.feed(ctx, s, b"part-0;")
+    value = streams.save(ctx, s)
+    for i in range(1, 3 * streams.MAX_CHUNKS):
+        s = streams.take(ctx, value, Operation.HASH.value)
+        streams.feed(ctx, s, f"part-{i};".encode())
+        if i % 7 == 0:
+            streams.feed(ctx, s, b"")  # a part without input adds no chunk
+        streams.save(ctx, s)
+        with stream_store.engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM stream_chunks")).scalar_one() <= streams.MAX_CHUNKS
+    s = streams.take(ctx, value, Operation.HASH.value)
+    assert bytes(s.data) == b"".join(f"part-{i};".encode() for i in range(3 * streams.MAX_CHUNKS))
+    with stream_store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM stream_chunks WHERE seq = (SELECT max(seq) FROM stream_chunks)"))
+    with pytest.raises(KmipError) as err:
+        streams.take(ctx, value, Operation.HASH.value)
+    assert err.value.reason == ResultReason.INVALID_CORRELATION_VALUE.value

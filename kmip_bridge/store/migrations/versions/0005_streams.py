@@ -27,7 +27,15 @@ def upgrade() -> None:
     )
     op.create_index("ix_streams_owner", "streams", ["owner"])
     op.create_index("ix_streams_expires", "streams", ["expires_ms"])
+    op.create_table(
+        "stream_chunks",
+        sa.Column("id", sa.String(64), sa.ForeignKey("streams.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column("seq", sa.Integer, primary_key=True),
+        sa.Column("nonce", sa.LargeBinary, nullable=False),
+        sa.Column("sealed", sa.LargeBinary, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("stream_chunks")
     op.drop_table("streams")
