@@ -10,9 +10,9 @@ A part reads its stream without a lock and writes it back only if nobody else di
 (``version``): two parts of one stream sent in parallel cannot both be kept. Every write runs in
 a transaction serialized with all other stream writes (a PostgreSQL advisory lock, SQLite's one
 write lock), so the quotas it checks — per stream, per identity, in all — hold across workers and
-nodes: no two parallel requests can each see room for one more. Writes share commits with
-concurrent ones (Store.grouped): that serialization then costs one durable commit per group, not
-per part. A refused write changes nothing and raises only once its group has committed: it does
+nodes: no two parallel requests can each see room for one more. Stream writes share commits
+with concurrent ones (Store.grouped_streams): that serialization then costs one durable commit
+per group, not per part. A refused write changes nothing and raises only once its group has committed: it does
 not fail the group's transaction, which would make every other write of it retry alone.
 """
 
@@ -142,7 +142,7 @@ def put(store: Store, row: StreamRow, chunk: Chunk | None, compact: bool, quotas
                                                        sealed=chunk.sealed))
         return row.version + 1
 
-    outcome = store.grouped(write)
+    outcome = store.grouped_streams(write)
     if outcome == _GONE:
         raise ConcurrentUpdate("the stream was continued by another request or has expired")
     if isinstance(outcome, str):
@@ -159,5 +159,5 @@ def drop(store: Store, sid: str, version: int, now_ms: int) -> None:
             streams.delete().where(streams.c.id == sid, streams.c.version == version, streams.c.expires_ms >= now_ms)
         ).rowcount
 
-    if store.grouped(write) != 1:
+    if store.grouped_streams(write) != 1:
         raise ConcurrentUpdate("the stream was continued by another request or has expired")
