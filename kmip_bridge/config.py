@@ -46,11 +46,13 @@ class ServerSettings:
     # for long. Mirrored by operations.context.Budgets.
     max_response_size: int = 4 * 1024 * 1024  # bytes; beyond it items answer Response Too Large
     undo_lock_seconds: float = 2.0  # SQLite: the longest an Undo batch holds the write lock
-    max_streams: int = 1024  # open multi-part streams per worker
+    # Multi-part streams are kept in the database: these budgets hold across all workers and nodes.
+    max_streams: int = 1024  # open multi-part streams in all
     max_streams_per_identity: int = 32
     max_stream_bytes: int = 4 * 1024 * 1024  # buffered input of one stream
     max_stream_bytes_per_identity: int = 16 * 1024 * 1024
-    max_stream_bytes_total: int = 256 * 1024 * 1024  # every stream of one worker
+    max_stream_bytes_total: int = 256 * 1024 * 1024  # every open stream
+    stream_idle_timeout: float = 600.0  # seconds: a stream with no part for that long ends
     # identifiers one Locate returns at most (MySQL/Percona keyrings ask for up to 65,535 at
     # once); past it a client pages with Offset Items
     max_located_items: int = 65_535
@@ -341,6 +343,8 @@ def _check_budgets(s: ServerSettings) -> None:
                 "max_stream_bytes_total"):
         if getattr(s, key) < 1:
             raise ConfigError(f"server.{key}: must be at least 1")
+    if s.stream_idle_timeout <= 0:
+        raise ConfigError("server.stream_idle_timeout: must be a positive number of seconds")
     if s.max_streams_per_identity > s.max_streams:
         raise ConfigError("server.max_streams_per_identity: must not exceed server.max_streams")
     if s.max_stream_bytes > s.max_stream_bytes_per_identity:

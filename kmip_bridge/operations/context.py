@@ -25,11 +25,13 @@ class Budgets:
 
     max_response_size: int = 4 * 1024 * 1024  # bytes of one response message
     undo_lock_seconds: float = 2.0  # SQLite: how long an Undo batch may hold the write lock
-    max_streams: int = 1024  # open multi-part streams per worker
+    # Multi-part streams live in the database: these hold across every worker and node on it.
+    max_streams: int = 1024  # open multi-part streams in all
     max_streams_per_identity: int = 32
     max_stream_bytes: int = 4 * 1024 * 1024  # buffered input of one stream
     max_stream_bytes_per_identity: int = 16 * 1024 * 1024
-    max_stream_bytes_total: int = 256 * 1024 * 1024  # per worker
+    max_stream_bytes_total: int = 256 * 1024 * 1024  # every open stream
+    stream_idle_timeout: float = 600.0  # seconds without a part after which a stream ends
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,13 @@ def _run(ctx: RequestContext, payload: Item, encrypting: bool) -> Item:
     else:
         out, tag = (_rsa(ctx, use, bytes(stream.data), encrypting) if p.final else b""), None
     piece, stream.sent = out[stream.sent :], len(out)
-    body = [ttlv.text(T.UNIQUE_IDENTIFIER, use.uid), ttlv.bytes_(T.DATA, piece), *extra]
+    body = [ttlv.text(T.UNIQUE_IDENTIFIER, use.uid)]
+    # Data is optional in the 1.3+ response: a part of a stream that yields no output yet (a
+    # block held back, RSA before the final part) carries none. A one-part request always does
+    # (1.0-1.2 require it, even empty).
+    if piece or not p.streamed:
+        body.append(ttlv.bytes_(T.DATA, piece))
+    body += extra
     keyuse.consume(ctx, use, amount)  # every part, before the stream is kept for the next one
     body += streams.finish(ctx, p, stream)
     if tag is not None:

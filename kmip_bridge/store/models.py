@@ -62,3 +62,31 @@ attributes = Table(
 )
 Index("ix_attributes_uid", attributes.c.uid)
 Index("ix_attributes_name_search", attributes.c.name, attributes.c.search)
+
+# Open multi-part (streaming) operations, shared by every worker and node on the database
+# (operations/streams.py). ``sealed`` holds a stream's parameters and state, ``stream_chunks`` its
+# buffered input (one row per part that brought some, merged now and then), all under a key
+# derived from its Correlation Value, which is never stored: ``id`` is a one-way function of it.
+streams = Table(
+    "streams",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("operation", Integer, nullable=False),
+    Column("size", BigInteger, nullable=False),  # buffered input bytes (quotas)
+    Column("expires_ms", BigInteger, nullable=False),  # epoch milliseconds: idle streams end
+    Column("version", Integer, nullable=False),  # bumped by every part: one part at a time
+    Column("nonce", LargeBinary, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+)
+Index("ix_streams_owner", streams.c.owner)
+Index("ix_streams_expires", streams.c.expires_ms)
+
+stream_chunks = Table(
+    "stream_chunks",
+    metadata,
+    Column("id", String(64), ForeignKey("streams.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),  # the stream version that wrote it
+    Column("nonce", LargeBinary, nullable=False),
+    Column("sealed", LargeBinary, nullable=False),
+)

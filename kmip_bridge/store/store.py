@@ -167,6 +167,7 @@ class Store:
         # against 31-38 ms) and less CPU spent on commits (docs/performance.md).
         sqlite = self.engine.dialect.name == "sqlite"
         self._group = GroupCommit(self._begin_write)
+        self._stream_group = GroupCommit(self._begin_write)
         self._reader = self.engine.connect if sqlite else self._autocommit_reader
         # The request path's SQL, run on the driver cursor (public for bench --scale's EXPLAIN).
         self.hot = hot.HotStatements(self.engine.dialect, _ROW_FIELDS)
@@ -473,6 +474,19 @@ class Store:
         finally:
             _READ.reset(token)
             pinned.drop()
+
+    def connection(self):  # type: ignore[no-untyped-def]
+        """A connection for a query module of its own (store/streams.py): the unit of work's
+        inside one, else a pooled reader; driver errors become StoreUnavailable."""
+        return self._connect()
+
+    def grouped_streams(self, write: Callable[[Connection], _R]) -> _R:
+        """Runs a stream write (store/streams.py) in the current unit of work, else in a
+        transaction shared with concurrent stream writes (group commit); returns once committed.
+        Not shared with object writes: stream writes take a lock of their own, and mixing it with
+        object row locks in one transaction could make two workers' groups deadlock."""
+        conn = _TX.get()
+        return write(conn) if conn is not None else self._stream_group.run(write)
 
     # -- plumbing -------------------------------------------------------------------------------
     def _connect(self):  # type: ignore[no-untyped-def]

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from kmip.core.enums import BatchErrorContinuationOption as Bec
 from kmip.core.enums import DerivationMethod, Operation, ResultReason, ResultStatus
 from kmip.core.enums import Tags as T
@@ -19,6 +21,7 @@ from kmip_bridge.policy.identity import Identity
 from kmip_bridge.protocol import ttlv
 from kmip_bridge.protocol.messages import BatchItem, Request
 from kmip_bridge.protocol.ttlv import Item
+from kmip_bridge.store import Store
 
 OK, UNDONE = ResultStatus.SUCCESS.value, ResultStatus.OPERATION_UNDONE.value
 FAILED = ResultStatus.OPERATION_FAILED.value
@@ -188,14 +191,15 @@ def test_encoded_size_matches_the_encoder() -> None:
         assert ttlv.encoded_size(item) == len(ttlv.encode(item))
 
 
-# -- multi-part streams: per identity and per worker ---------------------------------------------------
+# -- multi-part streams: per identity and in all (a real SQLite store: streams live in the database) --
 @pytest.fixture
-def stream_table(monkeypatch: pytest.MonkeyPatch) -> dict[bytes, object]:
-    from kmip_bridge.operations import streams
+def stream_store(tmp_path: Path) -> Iterator[Store]:
+    from kmip_bridge.store import migrate
 
-    table: dict[bytes, object] = {}
-    monkeypatch.setattr(streams, "_streams", table)
-    return table
+    store = Store(f"sqlite:///{tmp_path / 'streams.db'}")
+    migrate.upgrade(store.engine)
+    yield store
+    store.close()
 
 
 def _open(ctx: RequestContext, size: int) -> bytes:
@@ -203,7 +207,7 @@ def _open(ctx: RequestContext, size: int) -> bytes:
 
     s = streams.new(ctx, Operation.HASH.value, None)
     streams.feed(ctx, s, b"d" * size)
-    return streams.save(ctx, s, None)
+    return streams.save(ctx, s)
 
 
 def _refused(call: object) -> str:
@@ -215,29 +219,72 @@ def _refused(call: object) -> str:
     return err.value.message
 
 
-def test_one_identity_cannot_take_the_stream_table(stream_table: dict[bytes, object]) -> None:
+def _clear(store: Store) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM streams"))
+
+
+def test_one_identity_cannot_take_the_stream_table(stream_store: Store) -> None:
     budgets = {"max_streams": 6, "max_streams_per_identity": 3, "max_stream_bytes": 100,
                "max_stream_bytes_per_identity": 200, "max_stream_bytes_total": 300}
-    store = FakeStore(single_writer=True)
-    mallory, bob = _ctx(store, **budgets), _ctx(store, **budgets)
+    mallory, bob = _ctx(stream_store, **budgets), _ctx(stream_store, **budgets)  # type: ignore[arg-type]
     bob.identity = Identity("bob")
     for _ in range(3):
         _open(mallory, 1)
     assert "max_streams_per_identity" in _refused(lambda: _open(mallory, 1))
     _open(bob, 1)  # control: another client still opens streams
     # One stream may buffer max_stream_bytes; an identity max_stream_bytes_per_identity in all.
-    stream_table.clear()
+    _clear(stream_store)
     assert "max_stream_bytes" in _refused(lambda: _open(mallory, 101))
     _open(mallory, 100)
     _open(mallory, 100)
     assert "max_stream_bytes_per_identity" in _refused(lambda: _open(mallory, 1))
-    # The worker's total: bob fits his 100 bytes, then the table is full for everyone.
+    # The total: bob fits his 100 bytes, then the table is full for everyone.
     _open(bob, 100)
-    carol = _ctx(store, **budgets)
+    carol = _ctx(stream_store, **budgets)  # type: ignore[arg-type]
     carol.identity = Identity("carol")
     assert "on this server" in _refused(lambda: _open(carol, 1))
-    stream_table.clear()
+    _clear(stream_store)
     _open(carol, 1)
+
+
+def test_a_stream_row_is_sealed_and_bound_to_its_owner(stream_store: Store) -> None:
+    """What a database reader sees of a stream: no input in the clear, and a row moved to another
+    owner (or a blob moved to another row) no longer opens."""
+    from kmip_bridge.operations import streams
+    from kmip_bridge.protocol.errors import KmipError
+
+    mallory = _ctx(stream_store)  # type: ignore[arg-type]
+    s = streams.new(mallory, Operation.HASH.value, None)
+    streams.feed(mallory, s, b"MARKER-secret-input")
+    first = streams.save(mallory, s)
+    other = streams.save(mallory, streams.new(mallory, Operation.HASH.value, None))
+    with stream_store.engine.begin() as conn:
+        rows = conn.execute(sa.text("SELECT id, owner, sealed FROM streams")).all()
+        chunks = conn.execute(sa.text("SELECT id, sealed FROM stream_chunks")).all()
+    assert len(rows) == 2 and len(chunks) == 1
+    assert all(b"MARKER" not in bytes(r.sealed) for r in [*rows, *chunks])
+    assert all(first.hex() not in r.id and other.hex() not in r.id for r in rows)  # ids are one-way
+    assert bytes(streams.take(mallory, first, Operation.HASH.value).data) == b"MARKER-secret-input"
+    # A row handed to another owner in the database does not open for them (the AAD names the owner).
+    bob = _ctx(stream_store)  # type: ignore[arg-type]
+    bob.identity = Identity("bob")
+    with stream_store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE streams SET owner = 'bob'"))
+    with pytest.raises(KmipError):
+        streams.take(bob, first, Operation.HASH.value)
+    with stream_store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE streams SET owner = 'mallory'"))
+    # Swap the two sealed blobs: each row now fails its AAD (bound to the row id).
+    with stream_store.engine.begin() as conn:
+        a, b = conn.execute(sa.text("SELECT id, sealed, nonce FROM streams")).all()
+        for mine, theirs in ((a, b), (b, a)):
+            conn.execute(sa.text("UPDATE streams SET sealed = :s, nonce = :n WHERE id = :id"),
+                         {"s": theirs.sealed, "n": theirs.nonce, "id": mine.id})
+    for value in (first, other):
+        with pytest.raises(KmipError) as err:
+            streams.take(mallory, value, Operation.HASH.value)
+        assert err.value.reason == ResultReason.INVALID_CORRELATION_VALUE.value
 
 
 def test_the_response_budget_counts_each_item_exactly() -> None:
@@ -252,3 +299,31 @@ def test_the_response_budget_counts_each_item_exactly() -> None:
     for r in results:
         whole = len(ttlv.encode(build_response(Response(version=(2, 1), results=[r]), now=0)))
         assert dispatch._item_size(r) == whole - empty
+
+
+def test_a_long_stream_is_kept_in_few_chunks_and_a_missing_one_is_noticed(stream_store: Store) -> None:
+    """Each part stores only what it brought (one chunk); past MAX_CHUNKS they are merged, so a
+    read stays a few rows. A chunk deleted from the database makes the stream unusable, never
+    silently shorter."""
+    from kmip_bridge.operations import streams
+    from kmip_bridge.protocol.errors import KmipError
+
+    ctx = _ctx(stream_store)  # type: ignore[arg-type]
+    s = streams.new(ctx, Operation.HASH.value, None)
+    streams.feed(ctx, s, b"part-0;")
+    value = streams.save(ctx, s)
+    for i in range(1, 3 * streams.MAX_CHUNKS):
+        s = streams.take(ctx, value, Operation.HASH.value)
+        streams.feed(ctx, s, f"part-{i};".encode())
+        if i % 7 == 0:
+            streams.feed(ctx, s, b"")  # a part without input adds no chunk
+        streams.save(ctx, s)
+        with stream_store.engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM stream_chunks")).scalar_one() <= streams.MAX_CHUNKS
+    s = streams.take(ctx, value, Operation.HASH.value)
+    assert bytes(s.data) == b"".join(f"part-{i};".encode() for i in range(3 * streams.MAX_CHUNKS))
+    with stream_store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM stream_chunks WHERE seq = (SELECT max(seq) FROM stream_chunks)"))
+    with pytest.raises(KmipError) as err:
+        streams.take(ctx, value, Operation.HASH.value)
+    assert err.value.reason == ResultReason.INVALID_CORRELATION_VALUE.value

@@ -101,6 +101,7 @@ def test_missing_pin_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ({"max_streams": 10, "max_streams_per_identity": 11}, "server.max_streams_per_identity: must not exceed"),
         ({"max_stream_bytes": 2**25}, "server.max_stream_bytes: must not exceed server.max_stream_bytes_per_identity"),
         ({"max_stream_bytes_total": 2**20}, "server.max_stream_bytes_per_identity: must not exceed"),
+        ({"stream_idle_timeout": 0}, "server.stream_idle_timeout: must be a positive number of seconds"),
         ({"max_response_size": "4MB"}, "server.max_response_size: must be an integer"),
     ],
 )
