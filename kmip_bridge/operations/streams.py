@@ -161,6 +161,11 @@ def save(ctx: RequestContext, stream: Stream) -> bytes:
 
 def start(ctx: RequestContext, payload: Item, operation: int) -> tuple[Part, Stream | None]:
     """This request's place in a stream, and the stream it continues (None for a first part)."""
+    if ctx.version < (1, 3) and any(
+        payload.get(t.value) is not None for t in (T.INIT_INDICATOR, T.FINAL_INDICATOR, T.CORRELATION_VALUE)
+    ):  # the fields exist from 1.3: an older request carrying them is not a stream, it is malformed
+        raise KmipError(ResultReason.INVALID_FIELD, "multi-part operations (Init Indicator, Correlation Value, "
+                        "Final Indicator) are KMIP 1.3 and later")
     p = part(payload)
     return p, take(ctx, p.correlation, operation) if p.correlation is not None else None
 

@@ -353,6 +353,30 @@ def test_another_identity_cannot_continue_or_end_a_stream(
         c.close()
 
 
+def test_streaming_fields_before_1_3_are_refused_and_start_nothing(
+    instance: Instance, server: Server, admin: Conn
+) -> None:
+    """Init Indicator, Correlation Value and Final Indicator are KMIP 1.3 fields: a 1.2 request
+    carrying any of them is Invalid Field, not a half-understood one-shot or a stream."""
+    def all_streams() -> int:
+        engine = _db_engine(instance)
+        try:
+            with engine.connect() as conn:
+                return int(conn.execute(sa.text("SELECT count(*) FROM streams")).scalar_one())
+        finally:
+            engine.dispose()
+
+    before = all_streams()
+    for fields in ((INIT,), (FINAL,), (data(secrets.token_bytes(16), T.CORRELATION_VALUE),)):
+        msg = admin.fails(ResultReason.INVALID_FIELD, Operation.HASH, SHA256, data(b"x"), *fields, version=(1, 2))
+        assert "1.3" in msg
+    assert all_streams() == before
+    # The same Hash without them is served at 1.2, and with them at 1.3.
+    one_shot = admin.ok(Operation.HASH, SHA256, data(b"x"), version=(1, 2))
+    assert one_shot.value_of(T.DATA.value) == hashlib.sha256(b"x").digest()
+    assert corr(admin.ok(Operation.HASH, SHA256, data(b"x"), INIT, version=(1, 3))) is not None
+
+
 # -- 4. quotas hold across connections and processes ----------------------------------------------
 def _parallel_inits(instance: Instance, ports: list[int], name: str, size: int, n: int) -> list[Item]:
     """``n`` Hash Init parts of ``size`` bytes, as ``name``, each on its own connection (spread
