@@ -176,30 +176,25 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         return ttlv.struct_(T.RESPONSE_PAYLOAD, [ttlv.integer(T.LOCATED_ITEMS, 0) if counted else None])
     policy = ctx.services.policy
     scope = policy.locate_scope(ctx.identity)
-    rows = ctx.services.store.locate(
-        owner=scope.owner,
-        other_types=scope.other_types,
-        object_type=object_type,  # type: ignore[arg-type]
-        state=state,  # type: ignore[arg-type]
-        attribute_filters=filters,
-        exclude_states=excluded,
-        uid=uid,
-        policy=policy_name,
-        bit_filters=bit_filters,
-        fresh=fresh,
-        # The store's order is stable (newest first, then by id), so pages do not overlap.
-        offset=offset if scope.exact and not counted else 0,
-        limit=limit if scope.exact and not counted else None,
-    )
-    if not scope.exact:
+    store = ctx.services.store
+    criteria = {
+        "owner": scope.owner, "other_types": scope.other_types, "object_type": object_type, "state": state,
+        "attribute_filters": filters, "exclude_states": excluded, "uid": uid, "policy": policy_name,
+        "bit_filters": bit_filters, "fresh": fresh,
+    }
+    if scope.exact:
+        # The store's order is stable (newest first, then by id), so pages do not overlap. The
+        # database counts the matches: loading them all to count cost seconds at 10^6 objects.
+        rows = store.locate(**criteria, offset=offset, limit=limit)  # type: ignore[arg-type]
+        total = store.count_located(**criteria) if counted else len(rows)
+    else:
         # Per-object policies can hide candidates, so paging happens after filtering.
         rows = [
-            r for r in rows
+            r for r in store.locate(**criteria)  # type: ignore[arg-type]
             if policy.visible(ctx.identity, r.object_type, r.owner, r.policy)
             and policy.allowed(ctx.identity, Operation.LOCATE.value, r.object_type, r.owner, r.policy)
         ]
-    total = len(rows)
-    if counted or not scope.exact:
+        total = len(rows)
         rows = rows[offset : offset + limit]
     if member == ObjectGroupMember.GROUP_MEMBER_DEFAULT.value:
         total = len(rows)

@@ -60,7 +60,8 @@ attributes = Table(
     Column("value", LargeBinary, nullable=False),
     Column("search", String(512)),
 )
-Index("ix_attributes_uid", attributes.c.uid)
+# (uid, name): Get reads two dates by uid and name in its statement (store/hot.py); migration 0006
+Index("ix_attributes_uid_name", attributes.c.uid, attributes.c.name)
 Index("ix_attributes_name_search", attributes.c.name, attributes.c.search)
 
 # Open multi-part (streaming) operations, shared by every worker and node on the database

@@ -255,3 +255,18 @@ def test_gcm_encrypt_at_1_2_carries_only_1_2_tags(server: Server, instance: Inst
     with Conversation(server, instance, "libmongocrypt", (1, 4)) as c:
         out = c.call(Operation.ENCRYPT, gcm)
         assert len(out.value_of(T.AUTHENTICATED_ENCRYPTION_TAG.value)) == 16  # type: ignore[arg-type]
+
+
+def test_located_items_past_the_last_page(server: Server, instance: Instance) -> None:
+    """Located Items is the total whatever page is asked for, the empty one past the end too;
+    a destroyed object leaves the count."""
+    group = "past-" + os.urandom(4).hex()
+    with Conversation(server, instance, "percona", (1, 4)) as c:
+        keys = {_mysql_key(c, f"{group}-k{i}", group) for i in range(4)}
+        crit = attr("Object Group", v("text", group))
+        page, located = c.locate(crit, maximum=2, offset=10)
+        assert page == [] and located == 4
+        page, located = c.locate(crit, maximum=3, offset=2)
+        assert len(page) == 2 and set(page) <= keys and located == 4
+        c.destroy(page[0])
+        assert c.locate(crit, maximum=1, offset=0)[1] == 3
