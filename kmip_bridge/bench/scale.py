@@ -36,9 +36,11 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def explain(config_path: Path, uid: str, name: str) -> dict[str, list[str]]:
+def explain(config_path: Path, uid: str, name: str, seqscan: bool = True) -> dict[str, list[str]]:
     """The database's plan for the statements that Store.load_object (Get: its SQL on the driver
-    cursor, Store.hot) and Store.locate (Locate by Name, admin scope, captured as it runs) issue."""
+    cursor, Store.hot) and Store.locate (Locate by Name, admin scope, captured as it runs) issue.
+    ``seqscan=False`` (PostgreSQL): planned with sequential scans disabled, which shows the index
+    that serves each statement even where a table is still small enough to scan more cheaply."""
     store = Store(config.load(config_path).database.url)
     seen: list[tuple[str, Any]] = []
 
@@ -60,6 +62,8 @@ def explain(config_path: Path, uid: str, name: str) -> dict[str, list[str]]:
             statement, params = seen[-1]
             sqlite = store.engine.dialect.name == "sqlite"
             with store.engine.connect() as conn:
+                if not sqlite and not seqscan:
+                    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
                 rows = conn.exec_driver_sql(("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + statement, params)
                 plans[label] = [str(r[-1]) for r in rows]
     finally:
@@ -98,6 +102,7 @@ def run(args: argparse.Namespace, base: Path, run_load: Any) -> list[dict[str, A
     args.workload = "get-locate"
     server = OurServer(base / "kmip-bridge", args.database, args.kek_kind, args.server_workers,
                        args.keyhsm_mode if args.keyhsm_mode != "both" else "inprocess", args.max_connections)
+    server.keep_database = args.keep
     results = []
     try:
         server.prepare()
@@ -109,6 +114,7 @@ def run(args: argparse.Namespace, base: Path, run_load: Any) -> list[dict[str, A
             analyze(server.config)
             uid, name = got.sample[0]
             plans = explain(server.config, uid, name)
+            index_plans = explain(server.config, uid, name, seqscan=False) if args.database == "postgresql" else plans
             ep = server.serve()
             try:
                 _check_locate(server, uid, name)
@@ -126,6 +132,7 @@ def run(args: argparse.Namespace, base: Path, run_load: Any) -> list[dict[str, A
                 "objects": size, "loaded_s": round(got.seconds, 1), "total_load_s": round(load_s, 1),
                 "load_rate_per_s": round(got.loaded / got.seconds, 0) if got.seconds else None,
                 "insert_s": round(got.insert_s, 1), "sampled": len(got.sample), "plans": plans,
+                "index_plans": index_plans,
                 "database_bytes": _database_size(server.config),
             }
             results.append(result)

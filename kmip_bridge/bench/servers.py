@@ -167,6 +167,7 @@ class OurServer:
         if per_object:
             self.label += "-per-object"
         self.pg_name: str | None = None
+        self.keep_database = False  # --keep: the PostgreSQL database stays with the kept instance
         self.proc: subprocess.Popen[bytes] | None = None
         self.keyhsm: subprocess.Popen[bytes] | None = None
         self.log = workdir / "server.log"
@@ -276,7 +277,9 @@ class OurServer:
         finally:
             if self.socket_dir is not None:
                 shutil.rmtree(self.socket_dir, ignore_errors=True)
-            if self.pg_name:
+            if self.pg_name and self.keep_database:
+                print(f"database kept: {self.pg_name}", file=sys.stderr)
+            elif self.pg_name:
                 drop_pg_database(self.pg_name)
                 self.pg_name = None
 
