@@ -186,7 +186,8 @@ def handle(ctx: RequestContext, payload: Item) -> Item:
         # The store's order is stable (newest first, then by id), so pages do not overlap. The
         # database counts the matches: loading them all to count cost seconds at 10^6 objects.
         rows = store.locate(**criteria, offset=offset, limit=limit)  # type: ignore[arg-type]
-        total = store.count_located(**criteria) if counted else len(rows)
+        default = member == ObjectGroupMember.GROUP_MEMBER_DEFAULT.value  # counts its one object (below)
+        total = store.count_located(**criteria) if counted and not default else len(rows)
     else:
         # Per-object policies can hide candidates, so paging happens after filtering.
         rows = [
