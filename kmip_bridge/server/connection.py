@@ -307,6 +307,10 @@ async def serve_tls(conn: ssl.SSLSocket, peer: str, app: Application, limits: Li
             return
         session = app.open_session(der, peer)
         while True:
+            # A pipelined message already read: its predecessor is answered first (in order, and
+            # the TLS socket is used by one thread at a time).
+            if job is not None and stream.buf and await settle():
+                return
             # Until the next message's first byte: at most idle_timeout after the last answer.
             idle = loop.time() + limits.idle_timeout
             while not stream.buf:
