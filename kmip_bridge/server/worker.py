@@ -194,10 +194,13 @@ class _Worker:
         if not await self.in_flight.wait_idle(drain_timeout):
             log.warning("drain timeout: requests still running at exit", extra={"pid": os.getpid()})
         # The rest are between requests (or past the drain timeout): closed as the worker exits.
+        # (A task whose request is still running past the drain timeout waits for its handler
+        # thread, which holds the socket; asyncio.run's final cancel ends that wait.)
         tasks = list(self.connections)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     # --- accepting -------------------------------------------------------------------------------
@@ -285,6 +288,8 @@ class _Worker:
 
     def _check_rotation(self) -> None:
         assert self.rotation is not None
+        if self.stopping is None or self.stopping.is_set():
+            return
         if self.rotation() != self.period:
             self._new_tls()
         asyncio.get_running_loop().call_later(ROTATION_CHECK, self._check_rotation)
