@@ -91,18 +91,25 @@ def write_lock(url: str) -> Callable[[], AbstractContextManager[None]]:
 
 
 class _Job(Generic[R]):
-    __slots__ = ("done", "error", "fn", "result")
+    __slots__ = ("done", "error", "fn", "lead", "result", "wake", "woken")
 
     def __init__(self, fn: Callable[[Connection], R]) -> None:
         self.fn = fn
         self.done = False
+        self.lead = False  # asked to lead the next transaction
         self.result: R | None = None
         self.error: BaseException | None = None
+        # Released once, by whoever has news for this job's thread (done, or lead): each waiting
+        # thread is woken for its own news only, not for every commit.
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.woken = False
 
 
 class GroupCommit:
     """Runs writes submitted by many threads in shared transactions (leader/follower: no extra
-    thread, and a lone writer commits on its own thread with no hand-off).
+    thread, and a lone writer commits on its own thread with no hand-off). A leader wakes the
+    threads of exactly the writes it committed, and the next leader; nobody else.
 
     ``leaders``: how many transactions may run at once. The store uses 1 on both databases:
     SQLite has one writer, and on PostgreSQL more leaders only split the queue into more, smaller
@@ -110,7 +117,7 @@ class GroupCommit:
 
     def __init__(self, begin: Callable[[], AbstractContextManager[Connection]], leaders: int = 1) -> None:
         self._begin = begin  # opens one write transaction (lock, guard, commit or rollback)
-        self._cond = threading.Condition()
+        self._mutex = threading.Lock()
         self._queue: list[_Job[Any]] = []
         self._max_leaders = max(1, leaders)
         self._leaders = 0
@@ -118,34 +125,60 @@ class GroupCommit:
     def run(self, fn: Callable[[Connection], R]) -> R:
         """Runs ``fn(connection)`` inside a write transaction; returns once it is committed."""
         job: _Job[R] = _Job(fn)
-        with self._cond:
+        with self._mutex:
             self._queue.append(job)
-        while True:
-            with self._cond:
-                while not job.done and (self._leaders >= self._max_leaders or job not in self._queue):
-                    self._cond.wait()
-                if job.done:
-                    break
-                # A free leader's place: this thread leads.
+            if self._leaders < self._max_leaders:  # a free leader's place: this thread leads
                 self._leaders += 1
-            batch: list[_Job[Any]] = []
-            try:
-                self._lead(batch)
-            finally:
-                with self._cond:
-                    for other in batch:
-                        if not other.done:  # only if _lead itself was interrupted
-                            other.error, other.done = RuntimeError("write interrupted"), True
-                    self._leaders -= 1
-                    self._cond.notify_all()
+                job.lead = True
+        while True:
+            if job.lead and not job.done:
+                job.lead = False
+                batch: list[_Job[Any]] = []
+                try:
+                    self._lead(batch)
+                finally:
+                    with self._mutex:
+                        for other in batch:
+                            if not other.done:  # only if _lead itself was interrupted
+                                other.error, other.done = RuntimeError("write interrupted"), True
+                            if other is not job:
+                                self._signal(other)
+                        self._step_down()
+                continue
+            if job.done:
+                if job.lead:  # asked to lead after another leader had finished it: pass it on
+                    with self._mutex:
+                        job.lead = False
+                        self._step_down()
+                break
+            job.wake.acquire()  # until done, or asked to lead
+            with self._mutex:
+                job.woken = False
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
 
+    def _signal(self, job: _Job[Any]) -> None:
+        """Under the mutex: wakes ``job``'s thread (once, however many reasons)."""
+        if not job.woken:
+            job.woken = True
+            job.wake.release()
+
+    def _step_down(self) -> None:
+        """Under the mutex: a leader's place is free; the oldest queued write's thread takes it."""
+        self._leaders -= 1
+        for nxt in self._queue:
+            if self._leaders >= self._max_leaders:
+                break
+            if not nxt.lead:
+                nxt.lead = True
+                self._leaders += 1
+                self._signal(nxt)
+
     def _take(self, batch: list[_Job[Any]]) -> None:
         """Moves the oldest MAX_GROUP queued writes into ``batch`` (the leader's own among them,
         unless another leader already took it)."""
-        with self._cond:
+        with self._mutex:
             batch[:], self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
 
     def _lead(self, batch: list[_Job[Any]]) -> None:

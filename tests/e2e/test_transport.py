@@ -127,6 +127,37 @@ def test_oversized_message_is_refused_from_its_header(server: Server, instance: 
         assert "exceeds the limit" in bi.value_of(T.RESULT_MESSAGE.value)
 
 
+def test_pipelined_messages_are_answered_in_order_then_garbage_closes(server: Server, instance: Instance) -> None:
+    """A client that does not wait for answers: 30 Creates written in one go (the server reads
+    the next message while the previous one is still being handled and answered), then bytes that
+    are not TTLV. Each Create gets its own answer, in order, then the connection closes."""
+    names = [f"pipelined-{i}" for i in range(30)]
+    messages = b"".join(ttlv.encode(request([(Operation.CREATE.value, _create_payload(n))])) for n in names)
+    garbage = bytes.fromhex("4200780100000010") + b"\xff" * 16
+    with _connect(server, instance) as c:
+        c.sock.sendall(messages + garbage)
+        uids = []
+        for _ in names:
+            data = c.read_message()
+            assert data is not None
+            bi = _results(ttlv.decode(data))[0]
+            assert _status(bi)[0] == ResultStatus.SUCCESS.value
+            uids.append(bi.get(T.RESPONSE_PAYLOAD.value).value_of(T.UNIQUE_IDENTIFIER.value))  # type: ignore[union-attr]
+        assert c.read_message() is None  # the garbage: closed, no answer
+    assert len(set(uids)) == len(names)
+    with _connect(server, instance) as c:  # each answer belongs to the message at its place
+        for name, uid in zip(names, uids, strict=True):
+            found = c.call(request([(Operation.LOCATE.value, ttlv.struct_(T.REQUEST_PAYLOAD, [
+                ttlv.struct_(T.ATTRIBUTE, [
+                    ttlv.text(T.ATTRIBUTE_NAME, "Name"),
+                    ttlv.struct_(T.ATTRIBUTE_VALUE, [
+                        ttlv.text(T.NAME_VALUE, name),
+                        ttlv.enum(T.NAME_TYPE, enums.NameType.UNINTERPRETED_TEXT_STRING)]),
+                ])]))]))
+            payload = _results(found)[0].get(T.RESPONSE_PAYLOAD.value)
+            assert payload is not None and [i.value for i in payload.all(T.UNIQUE_IDENTIFIER.value)] == [uid]
+
+
 def test_wrong_batch_count_and_unknown_operation(server: Server, instance: Instance) -> None:
     msg = request([(Operation.QUERY.value, None)])
     msg.value[0].value[-1] = ttlv.integer(T.BATCH_COUNT, 3)
