@@ -122,7 +122,8 @@ class App:
         self.revoked = revoked_serials(settings.tls.ca, settings.tls.crl)  # replaced on SIGHUP
         db = settings.database
         store = Store(db.url, db.pool_size, Timeouts(db.connect_timeout, db.statement_timeout,
-                                                     db.pool_timeout, db.busy_timeout))
+                                                     db.pool_timeout, db.busy_timeout),
+                      writer=str(db.writer_socket) if db.writer == "process" and db.writer_socket else None)
         try:
             store.ping()
             if pending(store.engine):

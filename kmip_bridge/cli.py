@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, logs
@@ -111,6 +112,26 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_writer(settings: Settings) -> Callable[[Callable[[str], None]], int]:
+    """The writer process's body (store/writer.py), run in a child the master forks."""
+    import signal
+
+    from .store import writer
+    from .store.store import Store, Timeouts
+
+    db = settings.database
+    assert db.writer_socket is not None  # config.load sets it
+
+    def store() -> Store:
+        # One leader's transaction at a time: 2 connections (the second for a retry's new one).
+        return Store(db.url, 2, Timeouts(db.connect_timeout, db.statement_timeout, db.pool_timeout, db.busy_timeout))
+
+    def stop_on(stop: Callable[[], None]) -> None:
+        signal.signal(signal.SIGTERM, lambda *_: stop())
+
+    return lambda report: writer.run(store, str(db.writer_socket), report, stop_on)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load(args.config, port=args.port)
     logs.setup(settings.logging.level, settings.logging.format)
@@ -133,7 +154,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # One multiprocess directory per node (KMIP port): several nodes may share an instance.
         metrics=(m.host, m.port, settings.instance_dir / "metrics" / str(s.port)) if (m := settings.metrics).enabled
         else None,
+        writer=_database_writer(settings) if settings.database.writer == "process" else None,
     )
+
     def tls() -> ssl.SSLContext:
         # Re-run by each worker on SIGHUP: the tls section is re-read, so renewed certificates
         # and a new or updated CRL take effect without a restart.

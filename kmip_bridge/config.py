@@ -20,6 +20,7 @@ KEK_KINDS = ("aes", "rsa")
 # Former names of the kinds (an "aes-kwp" KEK always wrapped with AES-GCM), still accepted.
 KEK_KIND_NAMES = (*KEK_KINDS, "aes-kwp", "rsa-oaep")
 KEYHSM_MODES = ("inprocess", "socket")
+DATABASE_WRITERS = ("process", "inline")
 
 
 class ConfigError(ValueError):
@@ -133,6 +134,10 @@ class DatabaseSettings:
     statement_timeout: float = 30.0  # PostgreSQL: one statement (server-side cancel)
     pool_timeout: float = 10.0  # waiting for a free pooled connection
     busy_timeout: float = 30.0  # SQLite: retrying while another writer holds the lock
+    # process: the hot writes of every worker are committed by one writer process (group commit
+    # across workers, off the workers' GIL; store/writer.py); inline: each worker commits its own
+    writer: str = "process"
+    writer_socket: Path | None = None  # default: db-writer.PORT.sock next to the config file
 
 
 @dataclass(frozen=True)
@@ -197,7 +202,7 @@ class Settings:
 
 
 _PATH_KEYS = {"ca", "cert", "key", "crl", "pin_file", "softhsm2_conf", "lock_file", "directory", "path", "socket",
-              "key_file", "checkpoint_path"}
+              "key_file", "checkpoint_path", "writer_socket"}
 
 
 def _build(cls: type, section: str, raw: Any, base: Path) -> Any:
@@ -322,6 +327,11 @@ def _check(settings: Settings) -> None:
     for key in ("connect_timeout", "pool_timeout", "busy_timeout"):
         if getattr(settings.database, key) <= 0:
             raise ConfigError(f"database.{key}: must be a positive number of seconds")
+    if settings.database.writer not in DATABASE_WRITERS:
+        raise ConfigError(f"database.writer: must be one of {', '.join(DATABASE_WRITERS)}")
+    sock = settings.database.writer_socket
+    if sock is not None and len(os.fsencode(sock)) > 107:
+        raise ConfigError("database.writer_socket: path too long for a Unix socket (at most 107 bytes)")
     if settings.database.statement_timeout < 0:
         raise ConfigError("database.statement_timeout: must be 0 (no limit) or a positive number of seconds")
     if settings.audit.checkpoint_every < 1:
@@ -510,8 +520,9 @@ def _resolve_sqlite(settings: Settings, base: Path) -> Settings:
 
 
 def _instance_defaults(settings: Settings, base: Path) -> Settings:
-    """Files that live in the instance unless configured: the audit log and the Key HSM socket."""
-    audit, keyhsm = settings.audit, settings.keyhsm
+    """Files that live in the instance unless configured: the audit log and the Key HSM and
+    database writer sockets."""
+    audit, keyhsm, db = settings.audit, settings.keyhsm, settings.database
     if audit.path is None:
         audit = replace(audit, path=base / "audit.jsonl")
     if audit.key_file is None:
@@ -521,7 +532,10 @@ def _instance_defaults(settings: Settings, base: Path) -> Settings:
         audit = replace(audit, checkpoint_path=audit.path.with_name(audit.path.name + ".checkpoints"))
     if keyhsm.socket is None:
         keyhsm = replace(keyhsm, socket=base / "keyhsm.sock")
-    return replace(settings, audit=audit, keyhsm=keyhsm)
+    if db.writer_socket is None:
+        # One per node: several nodes (KMIP ports) may share an instance and its database.
+        db = replace(db, writer_socket=base / f"db-writer.{settings.server.port}.sock")
+    return replace(settings, audit=audit, keyhsm=keyhsm, database=db)
 
 
 def config_warnings(settings: Settings) -> list[str]:

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold N idle mutual-TLS connections open through the run; each must answer afterwards")
     p.add_argument("--per-object", choices=("off", "on", "both"), default="off",
                    help="keyhsm.per_object of our server: a token key per object (both: back to back)")
+    p.add_argument("--db-writer", choices=("process", "inline", "both"), default="process",
+                   help="our server's database.writer; 'both' runs the two back to back")
     p.add_argument("--max-connections", type=int, help="our server's server.max_connections (default: its config)")
     p.add_argument("--server-metrics", action="store_true",
                    help="turn on our server's /metrics and report writes per commit and how busy SQLite's "
@@ -300,14 +302,17 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
             modes = ("inprocess", "socket") if args.keyhsm_mode == "both" else (args.keyhsm_mode,)
             shreds = {"off": (False,), "on": (True,), "both": (False, True)}[args.per_object]
+            writers = ("process", "inline") if args.db_writer == "both" else (args.db_writer,)
             for mode in modes:
                 for shred in shreds:
-                    # short names: the instance's default keyhsm.sock path must fit a Unix socket
-                    name = {("inprocess", False): "kmip-bridge", ("socket", False): "kb-socket",
-                            ("inprocess", True): "kb-po", ("socket", True): "kb-sock-po"}[(mode, shred)]
-                    folder = base / name
-                    targets.append(OurServer(folder, args.database, args.kek_kind, args.server_workers, mode,
-                                             args.max_connections, args.server_metrics, per_object=shred))
+                    for writer in writers:
+                        # short names: the instance's default socket paths must fit a Unix socket
+                        name = {("inprocess", False): "kmip-bridge", ("socket", False): "kb-socket",
+                                ("inprocess", True): "kb-po", ("socket", True): "kb-sock-po"}[(mode, shred)]
+                        folder = base / (name if writer == "process" else f"{name}-inline")
+                        targets.append(OurServer(folder, args.database, args.kek_kind, args.server_workers, mode,
+                                                 args.max_connections, args.server_metrics, per_object=shred,
+                                                 db_writer=writer))
     if args.compare or args.stock_only:
         targets.append(StockServer(base / "pykmip", args.stock_logging_level))
     if args.idle_connections:

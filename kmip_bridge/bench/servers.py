@@ -155,8 +155,9 @@ class OurServer:
 
     def __init__(self, workdir: Path, database: str, kek_kind: str, workers: int | None,
                  keyhsm_mode: str = "inprocess", max_connections: int | None = None,
-                 metrics: bool = False, per_object: bool = False) -> None:
+                 metrics: bool = False, per_object: bool = False, db_writer: str = "process") -> None:
         self.dir = workdir
+        self.db_writer = db_writer
         self.per_object = per_object
         self.database = database
         self.kek_kind = kek_kind
@@ -166,6 +167,8 @@ class OurServer:
         self.label = "kmip-bridge" if keyhsm_mode == "inprocess" else f"kmip-bridge-{keyhsm_mode}"
         if per_object:
             self.label += "-per-object"
+        if db_writer != "process":
+            self.label += f"-{db_writer}-writer"
         self.pg_name: str | None = None
         self.keep_database = False  # --keep: the PostgreSQL database stays with the kept instance
         self.proc: subprocess.Popen[bytes] | None = None
@@ -201,6 +204,7 @@ class OurServer:
             cfg["server"]["max_connections"] = self.max_connections
         cfg["keyhsm"]["mode"] = self.keyhsm_mode
         cfg["keyhsm"]["per_object"] = self.per_object  # a token key per object (keyhsm/per_object.py)
+        cfg["database"]["writer"] = self.db_writer
         if self.metrics_port:
             cfg["metrics"] = {"enabled": True, "host": "127.0.0.1", "port": self.metrics_port}
         if self.keyhsm_mode == "socket":
@@ -240,7 +244,8 @@ class OurServer:
 
     def describe(self) -> dict[str, object]:
         return {"database": self.database, "kek_kind": self.kek_kind, "workers": self.workers or os.cpu_count(),
-                "keyhsm_mode": self.keyhsm_mode, "metrics": bool(self.metrics_port), "per_object": self.per_object}
+                "keyhsm_mode": self.keyhsm_mode, "metrics": bool(self.metrics_port), "per_object": self.per_object,
+                "db_writer": self.db_writer}
 
     def write_counters(self) -> dict[str, float] | None:
         """With metrics on: group commit's writes and transactions, and the seconds write

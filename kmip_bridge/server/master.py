@@ -42,6 +42,9 @@ class ServeOptions:
     # the workers, rounded up)
     max_handshakes: int = 128
     max_handshakes_per_ip: int = 32
+    # The database writer process's body (store/writer.run bound to the settings), given a
+    # function to report readiness with; None: every worker commits its own writes.
+    writer: Callable[[Callable[[str], None]], int] | None = None
 
 
 def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application],
@@ -64,6 +67,33 @@ def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: 
                               -(-opts.max_handshakes_per_ip // n))
         except BaseException:
             log.exception("worker crashed")
+        finally:
+            logging.shutdown()
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def _spawn_writer(body: Callable[[Callable[[str], None]], int]) -> tuple[int, int]:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the database writer
+        os.close(r)
+        metrics.in_worker()
+        code = 1
+        try:
+            # Only the master stops it, after the workers have drained: their last writes still
+            # reach it. A terminal's Ctrl-C or hang-up goes to the whole process group.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+            def report(msg: str) -> None:
+                os.write(w, msg.encode()[:4000])
+                os.close(w)
+
+            code = body(report)
+        except BaseException:
+            log.exception("database writer crashed")
         finally:
             logging.shutdown()
             os._exit(code)
@@ -133,6 +163,17 @@ def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callab
                 pass
 
     signal.signal(signal.SIGHUP, forward_hup)
+    writer = 0
+    if opts.writer is not None:
+        # Before the workers: their first writes find it (and, were it missing, they would
+        # commit in-process, which is correct but not the point).
+        writer, fd = _spawn_writer(opts.writer)
+        reason = _await_ready(fd)
+        if reason != "ok":
+            log.error("server cannot start", extra={"reason": reason})
+            _terminate([writer], 5.0)
+            listener.close()
+            return 1
     for _ in range(n):
         pid, fd = _spawn(listener, tls, factory, opts, per_worker, keys.epoch)
         workers[pid] = fd
@@ -140,12 +181,15 @@ def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callab
     if failures:
         log.error("server cannot start", extra={"reason": failures[0]})
         _terminate(list(workers), 5.0)
+        if writer:
+            _terminate([writer], 5.0)
         return 1
     port = listener.getsockname()[1]
     log.info("ready", extra={"host": opts.host, "port": port, "workers": n})
     alive.update(workers)
     missing = 0  # workers that died and are not replaced yet
     retry_at, backoff = 0.0, RESPAWN_BACKOFF
+    writer_retry_at, writer_backoff = 0.0, RESPAWN_BACKOFF
     while not stopping:
         time.sleep(0.2)
         try:
@@ -159,6 +203,21 @@ def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callab
             metrics.worker_died(pid)
             log.error("worker died; replacing it", extra={"worker": pid, "status": status})
             missing += 1
+        if pid and pid == writer and not stopping:
+            # Meanwhile the workers commit their own writes (store/writer.py).
+            log.error("database writer died; replacing it", extra={"writer": pid, "status": status})
+            writer = 0
+        if opts.writer is not None and not writer and not stopping and time.monotonic() >= writer_retry_at:
+            new_pid, fd = _spawn_writer(opts.writer)
+            reason = _await_ready(fd)
+            if reason == "ok":
+                writer, writer_backoff = new_pid, RESPAWN_BACKOFF
+            else:
+                log.error("replacement database writer failed to start; retrying",
+                          extra={"reason": reason, "retry_in": writer_backoff})
+                _terminate([new_pid], 5.0)
+                writer_retry_at = time.monotonic() + writer_backoff
+                writer_backoff = min(writer_backoff * 2, RESPAWN_BACKOFF_MAX)
         if missing and not stopping and time.monotonic() >= retry_at:
             new_pid, fd = _spawn(listener, tls, factory, opts, per_worker, keys.epoch)
             reason = _await_ready(fd)
@@ -177,6 +236,8 @@ def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callab
     log.info("stopping: draining workers")
     listener.close()
     _terminate(list(alive), opts.drain_timeout + 5.0)
+    if writer:  # last: the draining workers' writes went through it
+        _terminate([writer], 10.0)
     if httpd is not None:
         httpd.shutdown()
     log.info("stopped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import time
@@ -78,6 +79,9 @@ class LocatedRow:
     object_type: int
     policy: str
 
+
+# One hot write as data: (sql, parameters, executemany?), see store/hot.py and store/writer.py.
+Statement = tuple[str, Any, bool]
 
 _OBJECT_COLUMNS = [c.name for c in objects.columns]
 # The hot path reads and writes object rows as tuples in ObjectRow's field order.
@@ -159,7 +163,10 @@ def _pg_args(timeouts: Timeouts) -> dict[str, object]:
 
 
 class Store:
-    def __init__(self, url: str, pool_size: int = 8, timeouts: Timeouts = Timeouts()) -> None:
+    def __init__(self, url: str, pool_size: int = 8, timeouts: Timeouts = Timeouts(),
+                 writer: str | None = None) -> None:
+        """``writer``: the Unix socket of the database writer process (store/writer.py); hot
+        writes go there while it answers, and are committed in this process otherwise."""
         self.url = url
         self.engine = make_engine(url, pool_size, timeouts)
         self._write_lock = write_lock(url)
@@ -172,8 +179,17 @@ class Store:
         self._reader = self.engine.connect if sqlite else self._autocommit_reader
         # The request path's SQL, run on the driver cursor (public for bench --scale's EXPLAIN).
         self.hot = hot.HotStatements(self.engine.dialect, _ROW_FIELDS)
+        self._writer = None
+        if writer is not None:
+            from .writer import WriterClient
+
+            # The writer's own bounds plus a margin: a write it took is answered within them.
+            wait = timeouts.pool + max(timeouts.busy, timeouts.statement) + 5.0
+            self._writer = WriterClient(writer, wait)
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         self.engine.dispose()
 
     # -- writes ---------------------------------------------------------------------------------
@@ -181,12 +197,22 @@ class Store:
         values = tuple(getattr(row, name) for name in _ROW_FIELDS)
         statements = [(self.hot.insert_object, values, False)]
         statements += self.hot.insert_attributes([(row.uid, a.name, a.position, a.value, a.search) for a in attrs])
+        self.write_statements(statements)
 
-        def write(conn: Connection) -> None:
-            for sql, params, many in statements:
-                hot.execute(conn, sql, params, many).close()
+    def write_statements(self, statements: Sequence[Statement]) -> None:
+        """A hot write: inside a unit of work, part of it; otherwise committed with concurrent
+        writes, by the writer process when there is one, else in this process."""
+        conn = _TX.get()
+        if conn is not None:
+            _run_statements(conn, statements)
+        elif self._writer is None or not self._writer.write(statements):
+            self._group.run(lambda conn: _run_statements(conn, statements))
 
-        self._grouped(write)
+    def write_together(self, writes: Sequence[Sequence[Statement]]) -> list[BaseException | None]:
+        """Hot writes gathered by the caller (the writer process), in one transaction; each
+        write's error, or None. A failed group is retried write by write (writes.GroupCommit)."""
+        outcomes = self._group.run_together([functools.partial(_run_statements, statements=w) for w in writes])
+        return [error for _, error in outcomes]
 
     def insert_objects(self, items: Sequence[tuple[ObjectRow, Sequence[AttrRow]]]) -> None:
         """Many new objects in one transaction and two statements (bulk loads: bench --scale)."""
@@ -299,8 +325,7 @@ class Store:
     def mark_served(self, uid: str) -> None:
         """Clears Fresh, durably, before the caller answers. Not versioned: it races with nothing
         (only ever goes true -> false). Grouped with concurrent writes (writes.GroupCommit)."""
-        sql, params = self.hot.mark_served, (False, uid, True)
-        self._grouped(lambda conn: hot.execute(conn, sql, params).close())
+        self.write_statements([(self.hot.mark_served, (False, uid, True), False)])
 
     # -- reads ----------------------------------------------------------------------------------
     def load_object(self, uid: str, for_update: bool = False) -> ObjectRow | None:
@@ -506,14 +531,6 @@ class Store:
         with _Guard(self.engine.connect) as conn, self._write_lock(), _Guard(conn.begin):
             yield conn
 
-    def _grouped(self, write: Callable[[Connection], object]) -> None:
-        """Inside a unit of work: part of it. Otherwise: committed with concurrent writes."""
-        conn = _TX.get()
-        if conn is not None:
-            write(conn)
-        else:
-            self._group.run(write)
-
     def _read(self, query: Callable[[Connection], _R]) -> _R:
         """Runs a read; on a pooled connection the database dropped (a restart), once more on a
         new one: reads are safe to repeat, and without pool pre-ping this is where it shows."""
@@ -600,6 +617,11 @@ class _Guard:
         if isinstance(exc, (OperationalError, DBAPIError)):
             raise _unavailable(exc) from None
         return suppress
+
+
+def _run_statements(conn: Connection, statements: Sequence[Statement]) -> None:
+    for sql, params, many in statements:
+        hot.execute(conn, sql, params, many).close()
 
 
 def _unavailable(exc: DBAPIError) -> StoreUnavailable:

@@ -158,6 +158,15 @@ class GroupCommit:
             raise job.error
         return job.result  # type: ignore[return-value]
 
+    def run_together(self, writes: list[Callable[[Connection], Any]]) -> list[tuple[Any, BaseException | None]]:
+        """Runs ``writes`` in one transaction on the calling thread, with the same rules as
+        ``run`` when it fails (each write alone, a dropped connection retried once); returns each
+        write's (result, error). For a caller that gathered the group itself (store/writer.py)."""
+        batch: list[_Job[Any]] = [_Job(fn) for fn in writes]
+        if batch:
+            self._lead(batch, take=False)
+        return [(job.result, job.error) for job in batch]
+
     def _signal(self, job: _Job[Any]) -> None:
         """Under the mutex: wakes ``job``'s thread (once, however many reasons)."""
         if not job.woken:
@@ -181,13 +190,14 @@ class GroupCommit:
         with self._mutex:
             batch[:], self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
 
-    def _lead(self, batch: list[_Job[Any]]) -> None:
+    def _lead(self, batch: list[_Job[Any]], take: bool = True) -> None:
         # The transaction (on SQLite: the write lock) first, the queue after: every write queued
         # while this leader waited for the lock joins this commit instead of waiting for the next
         # one. With two workers taking turns at SQLite's lock, that is most of them.
         try:
             with self._begin() as conn:
-                self._take(batch)
+                if take:
+                    self._take(batch)
                 results = [job.fn(conn) for job in batch]
         except Exception as exc:  # noqa: BLE001 - handed over, or each write retried alone
             if not batch:  # the transaction never opened: the queued writes meet the same error

@@ -31,6 +31,10 @@ def test_defaults_and_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert s.tls.key == Path("/abs/s.key")
     assert s.database.url == f"sqlite:///{tmp_path}/data.db"
     assert load(_write(tmp_path, BASE), port=7000).server.port == 7000
+    # The database writer's socket: one per node (port), so nodes sharing an instance do not meet.
+    assert s.database.writer == "process"
+    assert s.database.writer_socket == tmp_path / "db-writer.5696.sock"
+    assert load(_write(tmp_path, BASE), port=7000).database.writer_socket == tmp_path / "db-writer.7000.sock"
 
 
 def test_database_timeouts_survive_relative_sqlite_paths(tmp_path: Path) -> None:
@@ -75,6 +79,8 @@ def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("database", "pool_timeout", 0, "database.pool_timeout: must be a positive number of seconds"),
         ("server", "max_located_items", 0, "server.max_located_items: must be at least 1"),
         ("tls", "profile", "old", "tls.profile: must be modern or legacy"),
+        ("database", "writer", "thread", "database.writer: must be one of process, inline"),
+        ("database", "writer_socket", "/" + "w" * 120 + ".sock", "database.writer_socket: path too long"),
         ("tls", "ciphers", "NO-SUCH-SUITE", "tls.ciphers: OpenSSL knows no cipher suite in 'NO-SUCH-SUITE'"),
     ],
 )
