@@ -329,9 +329,6 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"database.{key}: must be a positive number of seconds")
     if settings.database.writer not in DATABASE_WRITERS:
         raise ConfigError(f"database.writer: must be one of {', '.join(DATABASE_WRITERS)}")
-    sock = settings.database.writer_socket
-    if sock is not None and len(os.fsencode(sock)) > 107:
-        raise ConfigError("database.writer_socket: path too long for a Unix socket (at most 107 bytes)")
     if settings.database.statement_timeout < 0:
         raise ConfigError("database.statement_timeout: must be 0 (no limit) or a positive number of seconds")
     if settings.audit.checkpoint_every < 1:

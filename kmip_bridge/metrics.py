@@ -356,6 +356,18 @@ class _Handler(BaseHTTPRequestHandler):
 _httpd: ThreadingHTTPServer | None = None
 
 
+def in_database_writer() -> None:
+    """In the freshly forked database writer: its counters (group commit, write lock) count; its
+    copies of the workers' live gauges must not, or /readyz would wait for a readiness report
+    it never sends. The first touch of any value in a new process creates every value file of
+    that pid; the live gauges' files are then unlinked (the mapped copies go on unseen)."""
+    if _on is not None:
+        _on.group_writes.inc(0)
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
+
+
 def in_worker() -> None:
     """In a freshly forked worker: drop the inherited metrics listening socket."""
     if _httpd is not None:

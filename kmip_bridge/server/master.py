@@ -80,6 +80,7 @@ def _spawn_writer(body: Callable[[Callable[[str], None]], int]) -> tuple[int, in
     if pid == 0:  # the database writer
         os.close(r)
         metrics.in_worker()
+        metrics.in_database_writer()
         code = 1
         try:
             # Only the master stops it, after the workers have drained: their last writes still
@@ -205,6 +206,7 @@ def serve(opts: ServeOptions, tls: Callable[[], ssl.SSLContext], factory: Callab
             missing += 1
         if pid and pid == writer and not stopping:
             # Meanwhile the workers commit their own writes (store/writer.py).
+            metrics.worker_died(pid)
             log.error("database writer died; replacing it", extra={"writer": pid, "status": status})
             writer = 0
         if opts.writer is not None and not writer and not stopping and time.monotonic() >= writer_retry_at:

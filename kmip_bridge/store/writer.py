@@ -14,13 +14,18 @@ strings, bytes, numbers: nothing that runs code on load). Request: a list of sta
 ``("ok",)`` or ``("error", kind, message, connection_lost, database_wide)`` with the store's own
 error classes and their safe messages (store.py ``_describe``: no SQL, no values).
 
-The socket is 0600 and a peer must run as this process's user (``SO_PEERCRED``). A worker that
+The socket is 0600 in the instance, and each side checks that the other runs as its own user
+(``SO_PEERCRED``). A path longer than a Unix socket address allows (107 bytes: deep instance
+folders) becomes a Linux abstract address named by the path's hash; there the two uid checks
+are what keeps other users out (another user could only squat the name: the server then
+refuses to start, or its workers write in-process). A worker that
 cannot reach the writer (not started yet, restarting after a crash) writes in-process as before,
 behind the same cross-process write lock, so the writer is never the only way to the database.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import marshal
 import os
@@ -33,10 +38,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .store import ConcurrentUpdate, Statement, Store, StoreError, StoreUnavailable
+from .writes import MAX_GROUP
 
 log = logging.getLogger("kmip_bridge.store.writer")
 
 _LENGTH = struct.Struct(">I")
+_MAX_PATH = 107  # bytes of a Unix socket path (sun_path, less its NUL)
 # A hot write is one object's rows: far below this. A bigger frame is a broken or foreign peer.
 MAX_FRAME = 16 * 1024 * 1024
 _ERRORS: dict[str, type[StoreError]] = {
@@ -131,16 +138,19 @@ class WriterService:
                         self._accept()
                     else:
                         pending += self._read(key.data)
-                if pending:
-                    self._run(pending)
+                # In groups of at most MAX_GROUP, as in-process: a bound on the lock's hold and
+                # on what one failed transaction costs to retry write by write.
+                for start in range(0, len(pending), MAX_GROUP):
+                    self._run(pending[start : start + MAX_GROUP])
         finally:
             for key in list(self._selector.get_map().values()):
                 key.fileobj.close()  # type: ignore[union-attr]
             self._selector.close()
-            try:
-                os.unlink(self._path)
-            except FileNotFoundError:
-                pass
+            if address(self._path) == self._path:
+                try:
+                    os.unlink(self._path)
+                except FileNotFoundError:
+                    pass
 
     def stop(self) -> None:
         self._stopping.set()
@@ -207,28 +217,39 @@ def _error_answer(error: BaseException) -> tuple[Any, ...]:
             bool(getattr(error, "database_wide", False)))
 
 
+def address(path: str) -> str:
+    """The socket address for ``path``: the path itself when it fits, else an abstract name."""
+    if len(os.fsencode(path)) <= _MAX_PATH:
+        return path
+    return "\0kmip-bridge-db-writer-" + hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest()[:32]
+
+
 def _bind(path: str) -> socket.socket:
     """Listens on ``path``; refuses when a live writer already serves it (two servers sharing
     one instance), replaces a stale socket file left by a crash."""
+    where = address(path)
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(path)
+        probe.connect(where)
     except (FileNotFoundError, ConnectionRefusedError):
         pass
     else:
         raise RuntimeError(f"database.writer_socket {path}: another server's writer is running on it")
     finally:
         probe.close()
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o177)  # 0600 from the start, not chmod after bind
-    try:
-        listener.bind(path)
-    finally:
-        os.umask(old)
+    if where == path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        old = os.umask(0o177)  # 0600 from the start, not chmod after bind
+        try:
+            listener.bind(path)
+        finally:
+            os.umask(old)
+    else:
+        listener.bind(where)
     listener.listen(256)
     return listener
 
@@ -284,8 +305,13 @@ class WriterClient:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.settimeout(self._timeout)
             try:
-                sock.connect(self._path)
+                sock.connect(address(self._path))
             except OSError:
+                sock.close()
+                return None
+            if not _same_user(sock):
+                # Not our writer (a squatted abstract name): never hand it a write.
+                log.error("database writer socket is served by another user; writing in-process")
                 sock.close()
                 return None
             self._local.sock = sock

@@ -3,6 +3,7 @@ real server as a subprocess on a free port."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -131,6 +132,20 @@ class Server:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def children(self) -> set[int]:
+        """The master's child processes now: the workers and the database writer."""
+        out: set[int] = set()
+        for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
+            out |= {int(p) for p in (task / "children").read_text().split()}
+        return out
+
+    def writer_pids(self) -> list[int]:
+        """Every pid the server logged "database writer ready" with, oldest first."""
+        return [json.loads(line)["pid"] for line in list(self.log) if '"msg": "database writer ready"' in line]
+
+    def worker_pids(self) -> set[int]:
+        return self.children() - set(self.writer_pids())
 
     def stop(self) -> int:
         """SIGTERM to the server, then to its Key HSM service; the first non-zero exit code."""

@@ -167,10 +167,7 @@ def test_sqlite_locked_by_another_writer_is_retried_then_refused(tmp_path_factor
 
 
 def _workers(server: Server) -> set[int]:
-    out: set[int] = set()
-    for task in Path(f"/proc/{server.proc.pid}/task").glob("*"):
-        out |= {int(p) for p in (task / "children").read_text().split()}
-    return out
+    return server.worker_pids()
 
 
 def test_a_worker_killed_while_the_database_is_down_is_replaced_once_it_is_back(

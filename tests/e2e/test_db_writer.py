@@ -4,7 +4,6 @@ started a new one), and it stops last, after the workers have drained."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -26,29 +25,12 @@ def _client(server: Server) -> ProxyKmipClient:
     return ProxyKmipClient(config="admin", config_file=str(server.client_conf()))
 
 
-def _writer_pids(server: Server) -> list[int]:
-    """The pids the server logged "database writer ready" with, oldest first."""
-    out = []
-    for line in list(server.log):
-        if '"msg": "database writer ready"' in line:
-            out.append(json.loads(line)["pid"])
-    return out
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            found |= {int(p) for p in f.read().split()}
-    return found
-
-
 def test_a_killed_writer_costs_no_request_and_is_replaced(instance: Instance) -> None:
     server = instance.start()
     try:
         assert server.saw('"msg": "database writer ready"')
-        first = _writer_pids(server)[0]
-        assert first in _children(server.proc.pid)
+        first = server.writer_pids()[0]
+        assert first in server.children()
         socket_path = load(server.config).database.writer_socket
         assert socket_path is not None and socket_path.exists()
 
@@ -73,14 +55,14 @@ def test_a_killed_writer_costs_no_request_and_is_replaced(instance: Instance) ->
         os.kill(first, signal.SIGKILL)  # mid-load: writes in flight meet a dead writer
         assert server.saw("database writer died; replacing it")
         deadline = time.monotonic() + 30
-        while len(_writer_pids(server)) < 2 and time.monotonic() < deadline:
+        while len(server.writer_pids()) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1.0)
         stop.set()
         for t in threads:
             t.join(60)
-        second = _writer_pids(server)[-1]
-        assert second != first and second in _children(server.proc.pid)
+        second = server.writer_pids()[-1]
+        assert second != first and second in server.children()
         # A write the dead writer took but never confirmed fails its request with an error
         # (its outcome is unknown); anything else is a bug. At most one per client thread.
         unexpected = [f for f in failures if "database writer stopped before confirming" not in str(f)]
@@ -108,8 +90,8 @@ def test_inline_writer_setting_runs_no_writer_process(instance: Instance) -> Non
             with _client(server) as c:
                 uid = c.create(enums.CryptographicAlgorithm.AES, 128)
                 assert len(c.get(uid).value) == 16
-            assert _writer_pids(server) == []
-            assert len(_children(server.proc.pid)) == 2  # the two workers, nothing else
+            assert server.writer_pids() == []
+            assert len(server.children()) == 2  # the two workers, nothing else
         finally:
             assert server.stop() == 0
     finally:

@@ -103,9 +103,11 @@ def test_workers_never_load_the_token_module_nor_see_a_pin(
     assert len(client.get(uid).value) == 32
     if "KMIP_BRIDGE_TOKEN_PIN" in os.environ:
         pytest.skip("KMIP_BRIDGE_TOKEN_PIN is set for the whole test run")
-    workers = _children(server.proc.pid)
+    workers = server.worker_pids()
     assert len(workers) == 2
-    for pid in [server.proc.pid, *workers]:
+    writer = server.writer_pids()  # the database writer (database.writer: process) too
+    assert len(writer) == 1 and writer[0] in _children(server.proc.pid)
+    for pid in [server.proc.pid, *workers, *writer]:
         assert not _maps_softhsm(pid), f"process {pid} of the KMIP server loaded the PKCS#11 module"
         environ = Path(f"/proc/{pid}/environ").read_bytes()
         assert b"KMIP_BRIDGE_TOKEN_PIN" not in environ

@@ -259,3 +259,22 @@ def test_a_stale_socket_file_is_replaced(db: str, tmp_path: Path) -> None:
     assert not os.path.exists(path)  # removed on a clean stop
     client.close()
     w.store.close()
+
+
+def test_a_path_too_long_for_a_unix_socket_uses_an_abstract_address(db: str, tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = str(deep / "db-writer.5696.sock")
+    assert len(path) > 107
+    w = Writer(db, path)
+    w.start()
+    client = Store(db, 1, writer=path)
+    _in_process_forbidden(client)
+    client.insert_object(_row("deep"), [])
+    assert w.writes == 1 and "deep" in _stored_uids(db)
+    assert not os.path.exists(path)  # nothing in the file system
+    with pytest.raises(RuntimeError, match="another server's writer"):
+        WriterService(w.store, path)  # the name is taken while it runs
+    w.stop()
+    client.close()
+    w.store.close()

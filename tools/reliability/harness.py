@@ -70,7 +70,7 @@ class ServerProcess:
                 raise RuntimeError("server did not start:\n" + "".join(self.lines[-20:]))
 
     def workers(self) -> list[int]:
-        """The master's children (its workers)."""
+        """The master's children: its workers and the database writer (killing it is a fault too)."""
         assert self.proc is not None
         out: list[int] = []
         for task in Path(f"/proc/{self.proc.pid}/task").glob("*"):
