@@ -1,0 +1,88 @@
+"""Times audit log appends (kmip_bridge/audit.py) without a server: P processes x T threads append
+records like a batch item's to one anchored log (a checkpoint every 100 records, as configured by
+default), then the log is verified. Reports records/s and CPU (user + system, all processes) per
+record. Usage:
+    PYTHONPATH=. python scripts/bench_audit.py [--processes P] [--threads T] [--records N]
+N is the number of records per process (split over its threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from kmip_bridge.audit import Anchor, AuditLog, load_key, verify
+
+
+def _fields(i: int) -> dict[str, object]:
+    return {"identity": "client-1", "groups": ["admin"], "peer": f"127.0.0.1:{40000 + i % 20000}",
+            "operation": "GET", "object": f"3f1c9a7e-0d4b-4c1e-9a57-{i:012d}", "status": "SUCCESS",
+            "reason": None}
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _worker(path: Path, anchor: Anchor, threads: int, records: int, go: mp.Event, out: mp.Queue) -> None:
+    log = AuditLog(path, anchor)  # after fork, as each server worker does
+    go.wait()
+    cpu = _cpu()
+    per = records // threads
+
+    def run(t: int) -> None:
+        for i in range(per):
+            log.write(_fields(t * per + i))
+
+    pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    log.close()
+    out.put(_cpu() - cpu)
+
+
+def run(processes: int, threads: int, records: int) -> None:
+    ctx = mp.get_context("fork")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "audit.jsonl"
+        anchor = Anchor(Path(tmp) / "audit.key", Path(tmp) / "audit.jsonl.checkpoints", 100)
+        AuditLog(path, anchor).close()  # the key and the empty log's checkpoint
+        go, out = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_worker, args=(path, anchor, threads, records, go, out))
+                 for _ in range(processes)]
+        for p in procs:
+            p.start()
+        time.sleep(0.5)
+        t0 = time.perf_counter()
+        go.set()
+        cpu = sum(out.get() for _ in procs)
+        wall = time.perf_counter() - t0
+        for p in procs:
+            p.join()
+        total = processes * (records // threads) * threads
+        verdict = verify(path, load_key(anchor.key_file), anchor.checkpoints)
+        assert verdict.intact and verdict.records == total, verdict
+        print(f"{processes} proc x {threads} threads, {total} records: {total / wall:,.0f} records/s, "
+              f"{cpu / total * 1e6:.1f} us CPU/record, wall {wall:.2f} s")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--records", type=int, default=20_000)
+    args = p.parse_args()
+    run(args.processes, args.threads, args.records)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
