@@ -24,7 +24,8 @@ process together with the file size after that process's last write; only when t
 (another process wrote meanwhile) is the last line read back.
 
 Appends are batched per process (leader/follower, as in store/writes.py): the records that handler
-threads queue while one of them holds the lock are chained and written together, so one ``flock``,
+threads queue while one of them (the leader) waits for the ``flock`` are chained and written
+together, after it has the lock, so one ``flock``,
 ``fstat``, read-back and ``write`` serve up to ``MAX_BATCH`` records. A lone writer leads its own
 batch of one, on its own thread, with no hand-off. Every caller still returns only once its own
 record is in the file, with that record's hash, and gets its own error: a record that cannot be
@@ -143,13 +144,12 @@ def checkpoint_mac(key: bytes, checkpoint: dict[str, Any]) -> str:
 class _Pending:
     """One caller's record on its way into the file."""
 
-    __slots__ = ("digest", "error", "fields", "lead", "seq", "wake")
+    __slots__ = ("digest", "error", "fields", "lead", "wake")
 
     def __init__(self, fields: dict[str, Any]) -> None:
         self.fields = fields
         self.digest: str | None = None
         self.error: BaseException | None = None
-        self.seq = 0
         self.lead = False  # this caller's thread writes the next batch
         # Released once, when the record is written (or failed) or its thread is to lead; only
         # made for a caller that has to wait, so a lone writer allocates no lock.
@@ -250,10 +250,10 @@ class AuditLog:
         """Under the thread lock: flock, then the queue (every record queued while this thread
         waited for the lock joins the batch), then one write."""
         try:
-            self._lock_file()
-        except AuditError as exc:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError as exc:
             self._take(batch)
-            _fail(batch, exc)
+            _fail(batch, self._lock_error(exc))
             return
         try:
             try:
@@ -267,10 +267,10 @@ class AuditLog:
                 return
             if self._queue:  # (a record queued just after this look waits for the next batch)
                 self._take(batch)
-            seq = self._seq
+            first = self._seq + 1
             written = self._chain(batch, size)
-            if self._anchor is not None and seq // self._anchor.every != self._seq // self._anchor.every:
-                self._checkpoints(written)  # one or more due in this batch
+            if self._anchor is not None and (first - 1) // self._anchor.every != self._seq // self._anchor.every:
+                self._checkpoints(written, first)  # one or more due in this batch
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -303,9 +303,10 @@ class AuditLog:
         if nxt is not None:
             _wake(nxt)
 
-    def _chain(self, batch: list[_Pending], size: int) -> list[_Pending]:
+    def _chain(self, batch: list[_Pending], size: int) -> list[tuple[_Pending, str]]:
         """Chains and appends the batch's records after the file's ``size`` bytes; returns the
-        records now in the file. A caller's digest is set only once its line is in the file."""
+        records now in the file, in order, with their hashes. A caller's digest is set only once
+        its line is in the file."""
         ts = _timestamp(time.time())
         prev, seq = self._prev, self._seq
         lines: list[bytes] = []
@@ -321,19 +322,25 @@ class AuditLog:
             lines.append(body[:-1] + b',"hash":"' + prev.encode() + b'"}\n')
             chained.append((job, prev))
         written, error = self._write_all(b"".join(lines))
-        done = len(lines) if error is None else self._cut_short(lines, size, written)
-        first = self._seq + 1
-        failure = None if error is None else self._append_error(error)
-        for i, (job, digest) in enumerate(chained):
-            if i < done:
-                job.digest, job.seq = digest, first + i
-            else:
-                job.error = failure
+        if error is not None:
+            return self._failed_write(chained, lines, size, written, error)
+        for job, digest in chained:
+            job.digest = digest
+        self._prev, self._seq, self._size = prev, seq, size + written
+        return chained
+
+    def _failed_write(self, chained: list[tuple[_Pending, str]], lines: list[bytes], size: int, written: int,
+                      error: OSError) -> list[tuple[_Pending, str]]:
+        """The records complete in the file succeed; the others fail with ``error``."""
+        done = self._cut_short(lines, size, written)
+        failure = self._append_error(error)
+        for job, digest in chained[:done]:
+            job.digest = digest
+        for job, _ in chained[done:]:
+            job.error = failure
         if done:
-            self._prev, self._seq = chained[done - 1][1], first + done - 1
-        if error is None:
-            self._size = size + written
-        return [job for job, _ in chained[:done]]
+            self._prev, self._seq = chained[done - 1][1], self._seq + done
+        return chained[:done]
 
     def _cut_short(self, lines: list[bytes], size: int, written: int) -> int:
         """After a short write (disk full): how many of ``lines`` are complete in the file. Those
@@ -351,15 +358,15 @@ class AuditLog:
             self._size = -1  # the torn line stays: the next append reads it back and closes it
         return done
 
-    def _checkpoints(self, written: list[_Pending]) -> None:
-        """Under the log's lock: the checkpoints due inside the batch, each for its own record."""
+    def _checkpoints(self, written: list[tuple[_Pending, str]], first: int) -> None:
+        """Under the log's lock: the checkpoints due inside the batch (``written`` are records
+        ``first``, ``first + 1`` ...), each for its own record. One that cannot be written fails
+        the caller of that record, as before batching."""
         assert self._anchor is not None
-        every = self._anchor.every
-        for job in written:
-            if job.seq % every == 0:
-                assert job.digest is not None
+        for seq, (job, digest) in enumerate(written, start=first):
+            if seq % self._anchor.every == 0:
                 try:
-                    self._write_checkpoint(job.seq, job.digest)
+                    self._write_checkpoint(seq, digest)
                 except OSError as exc:
                     job.digest, job.error = None, AuditError(f"cannot write an audit checkpoint: {exc.strerror}")
 
@@ -386,7 +393,10 @@ class AuditLog:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except OSError as exc:
-            raise AuditError(f"cannot lock the audit log {self.path}: {exc.strerror}") from None
+            raise self._lock_error(exc) from None
+
+    def _lock_error(self, exc: OSError) -> AuditError:
+        return AuditError(f"cannot lock the audit log {self.path}: {exc.strerror}")
 
     def _write_checkpoint(self, seq: int, head: str) -> None:
         """Signs record ``seq`` (hash ``head``). Under the log's lock, so checkpoints are in log order."""

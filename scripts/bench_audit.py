@@ -1,7 +1,7 @@
 """Times audit log appends (kmip_bridge/audit.py) without a server: P processes x T threads append
 records like a batch item's to one anchored log (a checkpoint every 100 records, as configured by
 default), then the log is verified. Reports records/s and CPU (user + system, all processes) per
-record. Usage:
+record, and context switches per record. Usage:
     PYTHONPATH=. python scripts/bench_audit.py [--processes P] [--threads T] [--records N]
 N is the number of records per process (split over its threads).
 """
@@ -25,15 +25,16 @@ def _fields(i: int) -> dict[str, object]:
             "reason": None}
 
 
-def _cpu() -> float:
+def _usage() -> tuple[float, int]:
+    """CPU seconds (user + system) and context switches (voluntary + involuntary) so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime, usage.ru_nvcsw + usage.ru_nivcsw
 
 
 def _worker(path: Path, anchor: Anchor, threads: int, records: int, go: mp.Event, out: mp.Queue) -> None:
     log = AuditLog(path, anchor)  # after fork, as each server worker does
     go.wait()
-    cpu = _cpu()
+    cpu, switches = _usage()
     per = records // threads
 
     def run(t: int) -> None:
@@ -46,7 +47,8 @@ def _worker(path: Path, anchor: Anchor, threads: int, records: int, go: mp.Event
     for t in pool:
         t.join()
     log.close()
-    out.put(_cpu() - cpu)
+    cpu_end, switches_end = _usage()
+    out.put((cpu_end - cpu, switches_end - switches))
 
 
 def run(processes: int, threads: int, records: int) -> None:
@@ -63,15 +65,17 @@ def run(processes: int, threads: int, records: int) -> None:
         time.sleep(0.5)
         t0 = time.perf_counter()
         go.set()
-        cpu = sum(out.get() for _ in procs)
+        usage = [out.get() for _ in procs]
         wall = time.perf_counter() - t0
+        cpu, switches = sum(u[0] for u in usage), sum(u[1] for u in usage)
         for p in procs:
             p.join()
         total = processes * (records // threads) * threads
         verdict = verify(path, load_key(anchor.key_file), anchor.checkpoints)
         assert verdict.intact and verdict.records == total, verdict
         print(f"{processes} proc x {threads} threads, {total} records: {total / wall:,.0f} records/s, "
-              f"{cpu / total * 1e6:.1f} us CPU/record, wall {wall:.2f} s")
+              f"{cpu / total * 1e6:.1f} us CPU/record, {switches / total:.2f} context switches/record, "
+              f"wall {wall:.2f} s")
 
 
 def main() -> int:

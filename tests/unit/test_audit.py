@@ -162,7 +162,13 @@ def test_many_processes_and_threads_append_one_intact_chain(tmp_path: Path) -> N
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), "6", "150", str(k)], env=env,
                               stdout=subprocess.PIPE) for k in range(3)]
-    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    try:
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:  # hung (a lost wake-up): do not leave it behind
+                p.kill()
+                p.wait()
     assert all(p.returncode == 0 for p in procs)
     verdict = verify(path, audit.load_key(tmp_path / "audit.key"), tmp_path / "cps")
     assert verdict.intact, (verdict.broken_line, verdict.reason, verdict.anchor_problem)
@@ -189,8 +195,7 @@ def test_threads_of_one_writer(tmp_path: Path) -> None:
     threads = [threading.Thread(target=lambda: [log.write(_fields(i)) for i in range(200)]) for _ in range(8)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    _join(threads)
     log.close()
     assert verify(path).records == 1600 and verify(path).intact
 
