@@ -307,7 +307,7 @@ class AuditLog:
         """Chains and appends the batch's records after the file's ``size`` bytes; returns the
         records now in the file, in order, with their hashes. A caller's digest is set only once
         its line is in the file."""
-        ts = _timestamp(time.time())
+        ts = _timestamp(time.time())  # the batch's write: one time for its records
         prev, seq = self._prev, self._seq
         lines: list[bytes] = []
         chained: list[tuple[_Pending, str]] = []

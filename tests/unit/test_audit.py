@@ -65,6 +65,18 @@ def test_records_chain_from_genesis_and_verify(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize("value", [
+    None, True, 0, -7, 2**70, 1.5, 1e-300, float("inf"), "", "é\u2028\n\"\\</", "\U0001f511",
+    ["a", 1, None, [2.5, {"z": 1, "a": [False]}]], {"b": {"d": 1, "c": 2}, "a": []},
+])
+def test_canonical_bytes_are_the_standard_encoders(value: object) -> None:
+    """canonical() calls the C encoder directly: the bytes must be json's own, or old records
+    would no longer verify."""
+    record = {"z": value, "a": 1, "m": [value], "hash": "h"}
+    expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    assert audit.canonical(record) == expected
+
+
 def test_an_empty_log_is_intact(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     path.touch()
