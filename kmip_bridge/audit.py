@@ -18,10 +18,21 @@ ignore unknown fields, so records and checkpoints can grow (``v`` versions the c
 
 Records name who did what to which object and how it ended: never key material, never a PIN.
 
-Several processes append to the same file. Each append takes ``flock`` on the file (and a thread
+Several processes append to the same file. Appends take ``flock`` on the file (and a thread
 lock, since flock does not exclude threads sharing one open file). The previous hash is cached per
 process together with the file size after that process's last write; only when the size differs
 (another process wrote meanwhile) is the last line read back.
+
+Appends are batched per process (leader/follower, as in store/writes.py): the records that handler
+threads queue while one of them (the leader) waits for the ``flock`` are chained and written
+together, after it has the lock, so one ``flock``,
+``fstat``, read-back and ``write`` serve up to ``MAX_BATCH`` records. A lone writer leads its own
+batch of one, on its own thread, with no hand-off. Every caller still returns only once its own
+record is in the file, with that record's hash, and gets its own error: a record that cannot be
+serialised fails alone; a short write (disk full) fails the records it did not complete, and
+their partial bytes are cut off again under the lock, so the chain stays intact and the next
+append carries on from the last complete record. Checkpoints due inside a batch are written
+after it, for their own record (``seq`` and ``head``), in log order.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ log = logging.getLogger("kmip_bridge.audit")
 
 GENESIS = hashlib.sha256(b"kmip-bridge audit log v1").hexdigest()
 _TAIL_CHUNK = 4096
+MAX_BATCH = 64  # records per write under one flock (bounds the lock hold and a batch's bytes)
 CHECKPOINT_GENESIS, CHECKPOINT_LOST = "genesis", "lost"
 
 
@@ -51,10 +63,18 @@ class AuditError(Exception):
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # ASCII only: \uXXXX escapes
+# The C encoder that JSONEncoder.encode builds on every call, built once (the same bytes, less
+# per-record overhead). No circular-reference markers: a shared dict is not thread-safe, and
+# records are flat.
+_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE = _c_encoder(None, _CANONICAL.default, json.encoder.encode_basestring_ascii, None, ":", ",",
+                     True, False, True) if _c_encoder is not None else None
 
 
 def canonical(record: dict[str, Any]) -> bytes:
-    return _CANONICAL.encode(record).encode()
+    if _ENCODE is None:
+        return _CANONICAL.encode(record).encode()
+    return "".join(_ENCODE(record, 0)).encode()
 
 
 def record_hash(record: dict[str, Any]) -> str:
@@ -121,6 +141,21 @@ def checkpoint_mac(key: bytes, checkpoint: dict[str, Any]) -> str:
     return hmac.new(key, canonical(body), hashlib.sha256).hexdigest()
 
 
+class _Pending:
+    """One caller's record on its way into the file."""
+
+    __slots__ = ("digest", "error", "fields", "lead", "wake")
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+        self.digest: str | None = None
+        self.error: BaseException | None = None
+        self.lead = False  # this caller's thread writes the next batch
+        # Released once, when the record is written (or failed) or its thread is to lead; only
+        # made for a caller that has to wait, so a lone writer allocates no lock.
+        self.wake: threading.Lock | None = None
+
+
 @dataclass(frozen=True)
 class Anchor:
     """Where signed checkpoints go, under which key, how often."""
@@ -142,7 +177,10 @@ class AuditLog:
             self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise AuditError(f"cannot open the audit log {path}: {exc.strerror}") from None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the file's, within this process (flock is per open file)
+        self._mutex = threading.Lock()  # the queue's
+        self._queue: list[_Pending] = []
+        self._leading = False  # a thread is writing a batch (or about to)
         self._size = -1  # the file's size right after this process's last append; -1: unknown
         self._prev = GENESIS
         self._seq = 0  # records in the file (the last record's seq)
@@ -171,29 +209,169 @@ class AuditLog:
 
     def write(self, fields: dict[str, Any]) -> str:
         """Appends one record made of ``fields`` (JSON scalars and lists; not ``ts``, ``seq``,
-        ``prev`` or ``hash``, which are added here); returns its hash. Raises AuditError."""
-        with self._lock:
-            self._lock_file()
+        ``prev`` or ``hash``, which are added here); returns its hash once it is in the file.
+        Raises AuditError (TypeError/ValueError for fields that are not JSON)."""
+        job = _Pending(fields)
+        wake = None
+        mutex = self._mutex  # acquire/release, not ``with``: this is the per-record path
+        mutex.acquire()
+        try:
+            if self._leading:
+                job.wake = wake = threading.Lock()
+                wake.acquire()
+                self._queue.append(job)
+            else:
+                self._leading = True  # the queue is empty: a batch of this record and later ones
+        finally:
+            mutex.release()
+        if wake is None:
+            self._lead(job, [job])
+        else:
+            wake.acquire()  # until written, or asked to lead
+            if job.lead:
+                self._lead(job, [])  # job is the oldest queued record: the batch takes it first
+        if job.error is not None:
+            raise job.error
+        assert job.digest is not None
+        return job.digest
+
+    def _lead(self, own: _Pending, batch: list[_Pending]) -> None:
+        """Writes one batch, wakes its callers, hands the lead to the oldest record still queued."""
+        try:
+            self._lock.acquire()
+            try:
+                self._write_batch(batch)
+            finally:
+                self._lock.release()
+        finally:
+            self._hand_over(own, batch)
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        """Under the thread lock: flock, then the queue (every record queued while this thread
+        waited for the lock joins the batch), then one write."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            self._take(batch)
+            _fail(batch, self._lock_error(exc))
+            return
+        try:
             try:
                 size = os.fstat(self._fd).st_size
                 if size != self._size:
                     size = self._resync(size)
-                seq = self._seq + 1
-                record = {**fields, "ts": _timestamp(time.time()), "seq": seq, "prev": self._prev}
-                body = canonical(record)
-                digest = hashlib.sha256(body).hexdigest()
-                # The line is the record plus its hash; verification re-canonicalises without it.
-                line = body[:-1] + b',"hash":"' + digest.encode() + b'"}\n'
-                self._append(line)
-                self._prev, self._size, self._seq = digest, size + len(line), seq
-                if self._anchor is not None and seq % self._anchor.every == 0:
-                    self._write_checkpoint()
-                return digest
             except OSError as exc:
-                self._size = -1  # whatever reached the file, read it back next time
-                raise AuditError(f"cannot append to the audit log {self.path}: {exc.strerror}") from None
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                self._size = -1
+                self._take(batch)
+                _fail(batch, self._append_error(exc))
+                return
+            if self._queue:  # (a record queued just after this look waits for the next batch)
+                self._take(batch)
+            first = self._seq + 1
+            written = self._chain(batch, size)
+            if self._anchor is not None and (first - 1) // self._anchor.every != self._seq // self._anchor.every:
+                self._checkpoints(written, first)  # one or more due in this batch
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _take(self, batch: list[_Pending]) -> None:
+        """Moves the oldest queued records into ``batch``, up to MAX_BATCH in all."""
+        with self._mutex:
+            n = MAX_BATCH - len(batch)
+            batch += self._queue[:n]
+            del self._queue[:n]
+
+    def _hand_over(self, own: _Pending, batch: list[_Pending]) -> None:
+        """Wakes the batch's callers and makes the oldest queued record's thread the next leader."""
+        self._mutex.acquire()
+        try:
+            if not batch:  # interrupted before it took the queue: own is still in it
+                self._queue.remove(own)
+                batch.append(own)
+            nxt = self._queue[0] if self._queue else None
+            if nxt is None:
+                self._leading = False
+            else:
+                nxt.lead = True
+        finally:
+            self._mutex.release()
+        for job in batch:
+            if job.digest is None and job.error is None:  # only if interrupted
+                job.error = AuditError("audit write interrupted")
+            if job is not own:
+                _wake(job)
+        if nxt is not None:
+            _wake(nxt)
+
+    def _chain(self, batch: list[_Pending], size: int) -> list[tuple[_Pending, str]]:
+        """Chains and appends the batch's records after the file's ``size`` bytes; returns the
+        records now in the file, in order, with their hashes. A caller's digest is set only once
+        its line is in the file."""
+        ts = _timestamp(time.time())  # the batch's write: one time for its records
+        prev, seq = self._prev, self._seq
+        lines: list[bytes] = []
+        chained: list[tuple[_Pending, str]] = []
+        for job in batch:
+            try:
+                body = canonical({**job.fields, "ts": ts, "seq": seq + 1, "prev": prev})
+            except (TypeError, ValueError, RecursionError) as exc:  # this caller's fields: its own error
+                job.error = exc
+                continue
+            prev, seq = hashlib.sha256(body).hexdigest(), seq + 1
+            # The line is the record plus its hash; verification re-canonicalises without it.
+            lines.append(body[:-1] + b',"hash":"' + prev.encode() + b'"}\n')
+            chained.append((job, prev))
+        written, error = self._write_all(b"".join(lines))
+        if error is not None:
+            return self._failed_write(chained, lines, size, written, error)
+        for job, digest in chained:
+            job.digest = digest
+        self._prev, self._seq, self._size = prev, seq, size + written
+        return chained
+
+    def _failed_write(self, chained: list[tuple[_Pending, str]], lines: list[bytes], size: int, written: int,
+                      error: OSError) -> list[tuple[_Pending, str]]:
+        """The records complete in the file succeed; the others fail with ``error``."""
+        done = self._cut_short(lines, size, written)
+        failure = self._append_error(error)
+        for job, digest in chained[:done]:
+            job.digest = digest
+        for job, _ in chained[done:]:
+            job.error = failure
+        if done:
+            self._prev, self._seq = chained[done - 1][1], self._seq + done
+        return chained[:done]
+
+    def _cut_short(self, lines: list[bytes], size: int, written: int) -> int:
+        """After a short write (disk full): how many of ``lines`` are complete in the file. Those
+        stay (their callers succeed); the partial one is cut off, so that the next append chains
+        from the last complete record instead of a torn line."""
+        done, kept = 0, 0
+        while done < len(lines) and kept + len(lines[done]) <= written:
+            kept += len(lines[done])
+            done += 1
+        try:
+            if written > kept:
+                os.ftruncate(self._fd, size + kept)
+            self._size = size + kept
+        except OSError:
+            self._size = -1  # the torn line stays: the next append reads it back and closes it
+        return done
+
+    def _checkpoints(self, written: list[tuple[_Pending, str]], first: int) -> None:
+        """Under the log's lock: the checkpoints due inside the batch (``written`` are records
+        ``first``, ``first + 1`` ...), each for its own record. One that cannot be written fails
+        the caller of that record, as before batching."""
+        assert self._anchor is not None
+        for seq, (job, digest) in enumerate(written, start=first):
+            if seq % self._anchor.every == 0:
+                try:
+                    self._write_checkpoint(seq, digest)
+                except OSError as exc:
+                    job.digest, job.error = None, AuditError(f"cannot write an audit checkpoint: {exc.strerror}")
+
+    def _append_error(self, exc: OSError) -> AuditError:
+        return AuditError(f"cannot append to the audit log {self.path}: {exc.strerror}")
 
     def checkpoint(self) -> None:
         """Signs the log's current head (count and hash) into the checkpoint file, now."""
@@ -205,7 +383,7 @@ class AuditLog:
                 size = os.fstat(self._fd).st_size
                 if size != self._size:
                     self._size = self._resync(size)
-                self._write_checkpoint()
+                self._write_checkpoint(self._seq, self._prev)
             except OSError as exc:
                 raise AuditError(f"cannot write an audit checkpoint: {exc.strerror}") from None
             finally:
@@ -215,12 +393,15 @@ class AuditLog:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except OSError as exc:
-            raise AuditError(f"cannot lock the audit log {self.path}: {exc.strerror}") from None
+            raise self._lock_error(exc) from None
 
-    def _write_checkpoint(self) -> None:
-        """Under the log's lock, so checkpoints are in log order."""
+    def _lock_error(self, exc: OSError) -> AuditError:
+        return AuditError(f"cannot lock the audit log {self.path}: {exc.strerror}")
+
+    def _write_checkpoint(self, seq: int, head: str) -> None:
+        """Signs record ``seq`` (hash ``head``). Under the log's lock, so checkpoints are in log order."""
         assert self._key is not None
-        cp: dict[str, Any] = {"v": 1, "seq": self._seq, "head": self._prev, "ts": _timestamp(time.time()),
+        cp: dict[str, Any] = {"v": 1, "seq": seq, "head": head, "ts": _timestamp(time.time()),
                               "prev": self._last_checkpoint_mac()}
         cp["mac"] = checkpoint_mac(self._key, cp)
         data = canonical(cp) + b"\n"
@@ -229,13 +410,25 @@ class AuditLog:
             view = view[os.write(self._cp_fd, view):]
         from . import metrics  # the head count, for an operator to compare elsewhere
 
-        metrics.audit_head(self._seq)
+        metrics.audit_head(seq)
 
     def _append(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        error = self._write_all(data)[1]
+        if error is not None:
+            raise error
+
+    def _write_all(self, data: bytes) -> tuple[int, OSError | None]:
+        """Writes ``data`` to the log; returns the bytes written and, if it stopped short, why."""
+        written = 0
+        try:
+            written = os.write(self._fd, data)
+            if written < len(data):
+                view = memoryview(data)
+                while written < len(data):
+                    written += os.write(self._fd, view[written:])
+        except OSError as exc:
+            return written, exc
+        return written, None
 
     def _resync(self, size: int) -> int:
         """Reads the last line (under the lock): sets the previous hash, returns the size. A torn
@@ -317,6 +510,17 @@ class AuditLog:
             if self._cp_fd >= 0:
                 os.close(self._cp_fd)
                 self._cp_fd = -1
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    for job in batch:
+        job.error = exc
+
+
+def _wake(job: _Pending) -> None:
+    """Each waiting caller's lock is released exactly once: its record is done, or it leads."""
+    assert job.wake is not None
+    job.wake.release()
 
 
 # -- verification -------------------------------------------------------------------------------

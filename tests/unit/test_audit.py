@@ -3,14 +3,18 @@ processes and threads, the per-process hash cache, and its configuration."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import itertools
 import json
 import os
 import stat
 import subprocess
 import sys
-import textwrap
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,6 +63,18 @@ def test_records_chain_from_genesis_and_verify(tmp_path: Path) -> None:
     verdict = verify(path)
     assert verdict.intact and verdict.records == 5 and verdict.head == records[-1]["hash"]
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("value", [
+    None, True, 0, -7, 2**70, 1.5, 1e-300, float("inf"), "", "é\u2028\n\"\\</", "\U0001f511",
+    ["a", 1, None, [2.5, {"z": 1, "a": [False]}]], {"b": {"d": 1, "c": 2}, "a": []},
+])
+def test_canonical_bytes_are_the_standard_encoders(value: object) -> None:
+    """canonical() calls the C encoder directly: the bytes must be json's own, or old records
+    would no longer verify."""
+    record = {"z": value, "a": 1, "m": [value], "hash": "h"}
+    expected = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    assert audit.canonical(record) == expected
 
 
 def test_an_empty_log_is_intact(tmp_path: Path) -> None:
@@ -131,29 +147,58 @@ def test_writers_in_one_process_resync_through_the_file_size(tmp_path: Path) -> 
     assert len(resyncs) == 4
 
 
+_WRITER = """
+import json, sys, threading
+from pathlib import Path
+from kmip_bridge.audit import Anchor, AuditLog
+path, n_threads, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+log = AuditLog(path, Anchor(path.with_name("audit.key"), path.with_name("cps"), 7))
+got = {}
+def run(t):
+    got[t] = [log.write({"identity": "p", "pid": sys.argv[4], "thread": t, "i": i, "pad": "x" * (i % 50)})
+              for i in range(n)]
+threads = [threading.Thread(target=run, args=(t,)) for t in range(n_threads)]
+for t in threads: t.start()
+for t in threads: t.join()
+log.close()
+print(json.dumps(got))
+"""
+
+
 def test_many_processes_and_threads_append_one_intact_chain(tmp_path: Path) -> None:
+    """Batches of several processes interleave into one chain: seq is the line number, every
+    caller got the hash of its own record, each record is in the file exactly once, a thread's
+    records are in its order, and the checkpoints (due mid-batch, every 7) anchor all of it."""
     path = tmp_path / "audit.jsonl"
-    code = textwrap.dedent(
-        f"""
-        import threading
-        from pathlib import Path
-        from kmip_bridge.audit import AuditLog
-        log = AuditLog(Path({str(path)!r}))
-        def run(t):
-            for i in range(150):
-                log.write({{"identity": "p", "thread": t, "i": i}})
-        threads = [threading.Thread(target=run, args=(t,)) for t in range(3)]
-        for t in threads: t.start()
-        for t in threads: t.join()
-        log.close()
-        """
-    )
+    AuditLog(path, Anchor(tmp_path / "audit.key", tmp_path / "cps", 7)).close()  # the key, made once
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(4)]
-    assert all(p.wait(timeout=120) == 0 for p in procs)
-    verdict = verify(path)
-    assert verdict.intact, (verdict.broken_line, verdict.reason)
-    assert verdict.records == 4 * 3 * 150
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), "6", "150", str(k)], env=env,
+                              stdout=subprocess.PIPE) for k in range(3)]
+    try:
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:  # hung (a lost wake-up): do not leave it behind
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs)
+    verdict = verify(path, audit.load_key(tmp_path / "audit.key"), tmp_path / "cps")
+    assert verdict.intact, (verdict.broken_line, verdict.reason, verdict.anchor_problem)
+    assert verdict.records == verdict.checkpoint == 3 * 6 * 150
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    where = {r["hash"]: n for n, r in enumerate(records)}
+    assert len(where) == len(records)
+    for k, out in enumerate(outputs):
+        for t, hashes in json.loads(out).items():
+            positions = [where[h] for h in hashes]  # KeyError: a returned hash not in the file
+            assert positions == sorted(positions)
+            assert [(records[n]["pid"], records[n]["thread"], records[n]["i"]) for n in positions] == [
+                (str(k), int(t), i) for i in range(150)]
+    cps = [json.loads(line) for line in (tmp_path / "cps").read_bytes().splitlines()]
+    seqs = [c["seq"] for c in cps]  # every 7 records, plus one at each close
+    assert seqs == sorted(seqs) and set(range(7, len(records) + 1, 7)) <= set(seqs)
+    assert all(c["head"] == records[c["seq"] - 1]["hash"] for c in cps if c["seq"])
 
 
 def test_threads_of_one_writer(tmp_path: Path) -> None:
@@ -162,8 +207,7 @@ def test_threads_of_one_writer(tmp_path: Path) -> None:
     threads = [threading.Thread(target=lambda: [log.write(_fields(i)) for i in range(200)]) for _ in range(8)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    _join(threads)
     log.close()
     assert verify(path).records == 1600 and verify(path).intact
 
@@ -199,6 +243,201 @@ def test_long_records_are_found_from_the_tail(tmp_path: Path) -> None:
     a.close()
     b.close()
     assert verify(path).intact and verify(path).records == 4
+
+
+# -- batching: records queued while a leader waits for the lock share its write --------------------
+
+
+class _Held:
+    """Another process's ``flock`` on the log (a separate open file), held until released."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _queue_behind_lock(log: AuditLog, fields: list[dict[str, object]]) -> tuple[list[threading.Thread], dict]:
+    """Starts one writer thread per record, in order; the first leads and waits for the flock,
+    the others queue behind it (each started only once the one before is queued)."""
+    results: dict[int, object] = {}
+
+    def run(n: int) -> None:
+        try:
+            results[n] = log.write(fields[n])
+        except Exception as exc:  # noqa: BLE001 - the test looks at each caller's outcome
+            results[n] = exc
+
+    threads = []
+    for n in range(len(fields)):
+        threads.append(threading.Thread(target=run, args=(n,)))
+        threads[-1].start()
+        _until(lambda n=n: log._lock.locked() and len(log._queue) == n)
+    return threads, results
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.join(timeout=10)
+        assert not t.is_alive(), "a writer never returned (a lost wake-up or hand-over)"
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_records_queued_during_a_lock_wait_share_one_write_and_checkpoints_are_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    anchor = Anchor(tmp_path / "audit.key", tmp_path / "cps", 3)
+    log = AuditLog(path, anchor)
+    batches: list[int] = []
+    chain = log._chain
+    log._chain = lambda batch, size: batches.append(len(batch)) or chain(batch, size)  # type: ignore[method-assign]
+    held = _Held(path)
+    threads, results = _queue_behind_lock(log, [_fields(i) for i in range(8)])
+    held.release()
+    _join(threads)
+    assert batches == [8]  # one flock, one read-back, one write for all eight
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert [results[n] for n in range(8)] == [r["hash"] for r in records]  # each caller its own, in order
+    assert [r["object"] for r in records] == [f"uid-{i}" for i in range(8)]
+    assert log.records == 8 and not log._leading and not log._queue
+    log.write(_fields(8))  # a lone writer afterwards: a batch of one, on its own thread
+    assert batches == [8, 1]
+    log.close()
+    cps = [json.loads(line) for line in anchor.checkpoints.read_bytes().splitlines()]
+    assert [(c["seq"], c["head"]) for c in cps[1:3]] == [(3, records[2]["hash"]), (6, records[5]["hash"])]
+    verdict = _verify(path, anchor)
+    assert verdict.intact and verdict.records == verdict.checkpoint == 9
+
+
+def test_a_record_that_is_not_json_fails_alone(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    held = _Held(path)
+    threads, results = _queue_behind_lock(log, [_fields(0), {"identity": object()}, _fields(2)])
+    held.release()
+    _join(threads)
+    log.close()
+    assert isinstance(results[1], TypeError)
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert [r["hash"] for r in records] == [results[0], results[2]] and [r["seq"] for r in records] == [1, 2]
+    assert verify(path).intact
+
+
+class _DiskFull:
+    """The ``os`` module as the audit log sees it, with room for ``room`` more bytes of writes."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+    def write(self, fd: int, data: bytes) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = os.write(fd, bytes(data[: self.room]))
+        self.room -= n
+        return n
+
+
+def test_a_short_write_fails_only_the_records_it_did_not_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    path = tmp_path / "audit.jsonl"
+    _write(tmp_path / "scratch.jsonl", 1)
+    line = len((tmp_path / "scratch.jsonl").read_bytes())  # the records below are all this long
+    log = AuditLog(path)
+    monkeypatch.setattr(audit, "os", _DiskFull(2 * line + 10))  # two records and a bit of the third
+    held = _Held(path)
+    threads, results = _queue_behind_lock(log, [_fields(i) for i in range(5)])
+    held.release()
+    _join(threads)
+    records = [json.loads(x) for x in path.read_bytes().splitlines(keepends=True)]
+    assert path.read_bytes().endswith(b"\n") and len(records) == 2  # the partial third is cut off
+    assert [results[0], results[1]] == [r["hash"] for r in records]
+    for n in (2, 3, 4):
+        assert isinstance(results[n], audit.AuditError) and "No space left" in str(results[n])
+    monkeypatch.setattr(audit, "os", os)  # space again: the next append carries on
+    digest = log.write(_fields(5))
+    log.close()
+    last = json.loads(path.read_bytes().splitlines()[-1])
+    assert (last["hash"], last["seq"], last["prev"]) == (digest, 3, records[1]["hash"])
+    assert verify(path).intact and verify(path).records == 3
+
+
+_FILE_LIMIT = """
+import json, resource, signal, sys, threading
+from pathlib import Path
+from kmip_bridge.audit import Anchor, AuditError, AuditLog
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+path = Path(sys.argv[1])
+log = AuditLog(path, Anchor(path.with_name("audit.key"), path.with_name("cps"), 5))
+ok, failed = [log.write({"identity": "before", "i": i}) for i in range(20)], []
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 1500, hard))  # a few records' room
+def run(t):
+    for i in range(10):
+        try:
+            ok.append(log.write({"identity": "full", "thread": t, "i": i, "pad": "y" * (t * 7)}))
+        except AuditError as exc:
+            failed.append(str(exc))
+threads = [threading.Thread(target=run, args=(t,)) for t in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+ok += [log.write({"identity": "after", "i": i}) for i in range(5)]
+log.close()
+print(json.dumps({"ok": ok, "failed": failed}))
+"""
+
+
+def test_a_full_disk_fails_its_own_callers_and_the_log_stays_intact(tmp_path: Path) -> None:
+    """The file size limit (RLIMIT_FSIZE) as a disk that fills up while eight threads append."""
+    path = tmp_path / "audit.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", _FILE_LIMIT, str(path)], env=env, capture_output=True,
+                         timeout=60, check=True).stdout
+    result = json.loads(out)
+    assert result["failed"] and all("File too large" in e for e in result["failed"])
+    assert len(result["ok"]) + len(result["failed"]) == 20 + 80 + 5
+    verdict = verify(path, audit.load_key(tmp_path / "audit.key"), tmp_path / "cps")
+    assert verdict.intact, (verdict.broken_line, verdict.reason, verdict.anchor_problem)
+    records = [json.loads(line) for line in path.read_bytes().splitlines()]
+    assert sorted(r["hash"] for r in records) == sorted(result["ok"])  # each returned hash once, no other
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert records[-1]["identity"] == "after" and verdict.checkpoint == len(records)
+
+
+def test_a_torn_line_from_another_process_is_closed_and_chained_by_a_batch(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    for i in range(3):
+        log.write(_fields(i))
+    torn = b'{"identity":"crashed mid-app'
+    with path.open("ab") as f:  # another worker died in the middle of its write
+        f.write(torn)
+    held = _Held(path)
+    threads, results = _queue_behind_lock(log, [_fields(i) for i in range(10, 16)])
+    held.release()
+    _join(threads)
+    log.close()
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert lines[3] == torn + b"\n"
+    v = verify(path)
+    assert (v.broken_line, v.records) == (4, 3)  # still reported, at its line
+    after = [json.loads(line) for line in lines[4:]]
+    assert [r["hash"] for r in after] == [results[n] for n in range(6)]
+    prev = hashlib.sha256(torn).hexdigest()  # the torn line's raw bytes, as before batching
+    for seq, r in enumerate(after, start=5):
+        assert (r["prev"], r["seq"], record_hash(r)) == (prev, seq, r["hash"])
+        prev = r["hash"]
 
 
 # -- configuration and CLI ---------------------------------------------------------------------------
