@@ -151,6 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         drain_timeout=s.drain_timeout,
         max_handshakes=s.max_handshakes,
         max_handshakes_per_ip=s.max_handshakes_per_ip,
+        handler_threads=s.handler_threads,
         # One multiprocess directory per node (KMIP port): several nodes may share an instance.
         metrics=(m.host, m.port, settings.instance_dir / "metrics" / str(s.port)) if (m := settings.metrics).enabled
         else None,

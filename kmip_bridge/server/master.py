@@ -45,6 +45,7 @@ class ServeOptions:
     # The database writer process's body (store/writer.run bound to the settings), given a
     # function to report readiness with; None: every worker commits its own writes.
     writer: Callable[[Callable[[str], None]], int] | None = None
+    handler_threads: int = 8  # per worker (server.handler_threads)
 
 
 def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application],
@@ -64,7 +65,7 @@ def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: 
             # Shares rounded up, so that many workers do not leave each a uselessly small pool.
             code = run_worker(listener, tls, factory, opts.limits, per_worker,
                               opts.drain_timeout, report, rotation, -(-opts.max_handshakes // n),
-                              -(-opts.max_handshakes_per_ip // n))
+                              -(-opts.max_handshakes_per_ip // n), opts.handler_threads)
         except BaseException:
             log.exception("worker crashed")
         finally:

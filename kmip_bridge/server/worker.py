@@ -26,8 +26,9 @@ from .connection import Application, Limits, handshake, serve_tls
 
 log = logging.getLogger("kmip_bridge.server")
 FULL_WORKER_GRACE = 0.05  # seconds a worker at its connection limit leaves a new connection to others
-# Threads per worker handling requests (token and database calls): as many as the database pool
-# and the token session pool hold by default (database.pool_size, keyhsm.session_pool_size: 8).
+# Threads per worker handling requests (token and database calls), unless server.handler_threads
+# says otherwise: as many as the database pool and the token session pool hold by default
+# (database.pool_size, keyhsm.session_pool_size: 8).
 HANDLER_THREADS = 8
 ROTATION_CHECK = 0.5  # seconds between looks at the session-ticket key period
 
@@ -137,6 +138,7 @@ def run_worker(
     rotation: Callable[[], int] | None = None,
     max_handshakes: int = 64,
     max_handshakes_per_ip: int = 16,
+    handler_threads: int = HANDLER_THREADS,
 ) -> int:
     """``rotation``: the current session-ticket key period; when it changes the TLS context is
     made again (``tls_factory`` installs the new period's key), as on SIGHUP."""
@@ -151,7 +153,7 @@ def run_worker(
         report(f"error: {exc}")
         return 3
     worker = _Worker(listener, tls, tls_factory, app, limits, max_connections, rotation,
-                     max_handshakes, max_handshakes_per_ip)
+                     max_handshakes, max_handshakes_per_ip, handler_threads)
     asyncio.run(worker.run(report, drain_timeout))
     close = getattr(app, "close", None)
     if close is not None:
@@ -162,7 +164,7 @@ def run_worker(
 class _Worker:
     def __init__(self, listener: socket.socket, tls: ssl.SSLContext, tls_factory: Callable[[], ssl.SSLContext],
                  app: Application, limits: Limits, max_connections: int, rotation: Callable[[], int] | None,
-                 max_handshakes: int, max_handshakes_per_ip: int) -> None:
+                 max_handshakes: int, max_handshakes_per_ip: int, handler_threads: int = HANDLER_THREADS) -> None:
         self.listener, self.app, self.limits = listener, app, limits
         self.tls = tls  # replaced as a whole on SIGHUP; a connection keeps the one it started with
         self.tls_factory, self.rotation = tls_factory, rotation
@@ -173,7 +175,7 @@ class _Worker:
         self.connections: set[asyncio.Task[None]] = set()
         self.stopping: asyncio.Event | None = None
         self.accepting = False
-        self.pool = ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="handler")
+        self.pool = ThreadPoolExecutor(handler_threads, thread_name_prefix="handler")
 
     async def run(self, report: Callable[[str], None], drain_timeout: float) -> None:
         loop = asyncio.get_running_loop()

@@ -97,3 +97,36 @@ def test_inline_writer_setting_runs_no_writer_process(instance: Instance) -> Non
     finally:
         cfg["database"].pop("writer")
         instance.config.write_text(yaml.safe_dump(cfg))
+
+
+def test_fewer_handler_threads_than_clients_serve_them_all(instance: Instance) -> None:
+    """server.handler_threads: 1 per worker, 6 concurrent clients: requests queue on the loop
+    and every one is answered (no deadlock between a thread waiting for the writer and the rest)."""
+    server = instance.start(handler_threads=1)
+    try:
+        failures: list[BaseException] = []
+        done: list[int] = []
+
+        def client() -> None:
+            try:
+                with _client(server) as c:
+                    for _ in range(8):
+                        uid = c.create(enums.CryptographicAlgorithm.AES, 128)
+                        assert len(c.get(uid).value) == 16
+                done.append(1)
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=client) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert failures == [] and len(done) == 6
+    finally:
+        assert server.stop() == 0
+        import yaml
+
+        cfg = yaml.safe_load(instance.config.read_text())
+        cfg["server"].pop("handler_threads")  # the module's other tests keep the default
+        instance.config.write_text(yaml.safe_dump(cfg))

@@ -79,6 +79,7 @@ def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("database", "pool_timeout", 0, "database.pool_timeout: must be a positive number of seconds"),
         ("server", "max_located_items", 0, "server.max_located_items: must be at least 1"),
         ("tls", "profile", "old", "tls.profile: must be modern or legacy"),
+        ("server", "handler_threads", 0, "server.handler_threads: must be between 1 and 256"),
         ("database", "writer", "thread", "database.writer: must be one of process, inline"),
         ("tls", "ciphers", "NO-SUCH-SUITE", "tls.ciphers: OpenSSL knows no cipher suite in 'NO-SUCH-SUITE'"),
     ],
