@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import yaml
 from kmip.core import enums
 from kmip.pie.client import ProxyKmipClient
 
@@ -79,8 +80,6 @@ def test_a_killed_writer_costs_no_request_and_is_replaced(instance: Instance) ->
 
 
 def test_inline_writer_setting_runs_no_writer_process(instance: Instance) -> None:
-    import yaml
-
     cfg = yaml.safe_load(instance.config.read_text())
     cfg["database"]["writer"] = "inline"
     instance.config.write_text(yaml.safe_dump(cfg))
@@ -125,8 +124,6 @@ def test_fewer_handler_threads_than_clients_serve_them_all(instance: Instance) -
         assert failures == [] and len(done) == 6
     finally:
         assert server.stop() == 0
-        import yaml
-
         cfg = yaml.safe_load(instance.config.read_text())
         cfg["server"].pop("handler_threads")  # the module's other tests keep the default
         instance.config.write_text(yaml.safe_dump(cfg))
