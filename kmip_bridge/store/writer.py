@@ -14,13 +14,14 @@ strings, bytes, numbers: nothing that runs code on load). Request: a list of sta
 ``("ok",)`` or ``("error", kind, message, connection_lost, database_wide)`` with the store's own
 error classes and their safe messages (store.py ``_describe``: no SQL, no values).
 
-The socket is 0600 in the instance, and each side checks that the other runs as its own user
-(``SO_PEERCRED``). A path longer than a Unix socket address allows (107 bytes: deep instance
-folders) becomes a Linux abstract address named by the path's hash; there the two uid checks
-are what keeps other users out (another user could only squat the name: the server then
-refuses to start, or its workers write in-process). A worker that
-cannot reach the writer (not started yet, restarting after a crash) writes in-process as before,
-behind the same cross-process write lock, so the writer is never the only way to the database.
+The writer runs the SQL it is sent, so only the server's own user may send it (who can open the
+database anyway). The socket is 0600 in the instance, and each side checks that the other runs
+as its own user (``SO_PEERCRED``). A path longer than a Unix socket address allows (107 bytes:
+deep instance folders) becomes a Linux abstract address named by the path's hash; there the two
+uid checks are what keeps other users out (another user could only squat the name: the server
+then refuses to start, or its workers write in-process). A worker that cannot reach the writer
+(not started yet, restarting after a crash) writes in-process as before, behind the same
+cross-process write lock, so the writer is never the only way to the database.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def _valid(request: Any) -> bool:
 
 
 class _Peer:
-    """One worker thread's connection: bytes read so far, and its request while it is run."""
+    """One worker thread's connection and the bytes of its next request read so far."""
 
     __slots__ = ("buffer", "sock")
 
