@@ -309,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
                         # short names: the instance's default socket paths must fit a Unix socket
                         name = {("inprocess", False): "kmip-bridge", ("socket", False): "kb-socket",
                                 ("inprocess", True): "kb-po", ("socket", True): "kb-sock-po"}[(mode, shred)]
-                        folder = base / (name if writer == "process" else f"{name}-inline")
+                        if writer != "process":  # short: the socket paths must still fit
+                            name = "kb-il" if name == "kmip-bridge" else f"{name}-il"
+                        folder = base / name
                         targets.append(OurServer(folder, args.database, args.kek_kind, args.server_workers, mode,
                                                  args.max_connections, args.server_metrics, per_object=shred,
                                                  db_writer=writer))

@@ -169,6 +169,20 @@ def test_keyhsm_socket_mode_beside_inprocess(tmp_path: Path) -> None:
     assert sock["server"]["processes"] == inproc["server"]["processes"] + 1
 
 
+def test_database_writer_process_beside_inline(tmp_path: Path) -> None:
+    data = _bench(tmp_path, "--db-writer", "both", "--server-metrics")
+    writer, inline = data["results"]
+    assert (writer["config"]["db_writer"], inline["config"]["db_writer"]) == ("process", "inline")
+    assert (writer["target"], inline["target"]) == ("kmip-bridge", "kmip-bridge-inline-writer")
+    for r in (writer, inline):
+        _check(r, {"create", "get"})
+        # every Create and first Get is one grouped write, whichever process commits it
+        writes = r["db_writes"]
+        assert writes["writes_per_s"] * r["config"]["duration_s"] == pytest.approx(r["ops"], rel=0.2)
+    # the writer is one more process of the server's own
+    assert writer["server"]["processes"] == inline["server"]["processes"] + 1
+
+
 def test_keyhsm_cost_per_seal_and_open(tmp_path: Path) -> None:
     """The one-thread comparison of KeyHsm and RemoteKeyHsm runs, round-trips its material, cleans up."""
     done = subprocess.run(
