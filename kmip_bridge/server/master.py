@@ -48,59 +48,52 @@ class ServeOptions:
     handler_threads: int = 8  # per worker (server.handler_threads)
 
 
-def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application],
-           opts: ServeOptions, per_worker: int, rotation: Callable[[], int] | None = None) -> tuple[int, int]:
+def _fork(body: Callable[[Callable[[str], None]], int], what: str) -> tuple[int, int]:
+    """Forks a child that runs ``body(report)`` and exits with its code; returns the child's pid
+    and the read end of the pipe its ``report`` (one message: "ok" or the reason) writes to."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # worker
+    if pid == 0:
         os.close(r)
         metrics.in_worker()
         code = 1
         try:
-            def report(msg: str) -> None:
-                os.write(w, msg.encode()[:4000])
-                os.close(w)
-
-            n = opts.workers or os.cpu_count() or 1
-            # Shares rounded up, so that many workers do not leave each a uselessly small pool.
-            code = run_worker(listener, tls, factory, opts.limits, per_worker,
-                              opts.drain_timeout, report, rotation, -(-opts.max_handshakes // n),
-                              -(-opts.max_handshakes_per_ip // n), opts.handler_threads)
-        except BaseException:
-            log.exception("worker crashed")
-        finally:
-            logging.shutdown()
-            os._exit(code)
-    os.close(w)
-    return pid, r
-
-
-def _spawn_writer(body: Callable[[Callable[[str], None]], int]) -> tuple[int, int]:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the database writer
-        os.close(r)
-        metrics.in_worker()
-        metrics.in_database_writer()
-        code = 1
-        try:
-            # Only the master stops it, after the workers have drained: their last writes still
-            # reach it. A terminal's Ctrl-C or hang-up goes to the whole process group.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
             def report(msg: str) -> None:
                 os.write(w, msg.encode()[:4000])
                 os.close(w)
 
             code = body(report)
         except BaseException:
-            log.exception("database writer crashed")
+            log.exception(f"{what} crashed")
         finally:
             logging.shutdown()
             os._exit(code)
     os.close(w)
     return pid, r
+
+
+def _spawn(listener: socket.socket, tls: Callable[[], ssl.SSLContext], factory: Callable[[], Application],
+           opts: ServeOptions, per_worker: int, rotation: Callable[[], int] | None = None) -> tuple[int, int]:
+    def body(report: Callable[[str], None]) -> int:
+        n = opts.workers or os.cpu_count() or 1
+        # Shares rounded up, so that many workers do not leave each a uselessly small pool.
+        return run_worker(listener, tls, factory, opts.limits, per_worker,
+                          opts.drain_timeout, report, rotation, -(-opts.max_handshakes // n),
+                          -(-opts.max_handshakes_per_ip // n), opts.handler_threads)
+
+    return _fork(body, "worker")
+
+
+def _spawn_writer(run: Callable[[Callable[[str], None]], int]) -> tuple[int, int]:
+    def body(report: Callable[[str], None]) -> int:
+        metrics.in_database_writer()
+        # Only the master stops it, after the workers have drained: their last writes still
+        # reach it. A terminal's Ctrl-C or hang-up goes to the whole process group.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        return run(report)
+
+    return _fork(body, "database writer")
 
 
 def _await_ready(fd: int) -> str:
